@@ -1,0 +1,14 @@
+"""bertkit: BERT-family encoders made easy, unpadded and offline-first."""
+from bertkit.batching import Batch, pack, plan_batches
+from bertkit.checkpoint import bundled_models
+from bertkit.config import BertConfig
+from bertkit.errors import BertkitError
+from bertkit.model import Model, load
+from bertkit.modeling import BertNetwork
+from bertkit.tokenizer import Encoding, Tokenizer
+
+__version__ = "0.1.0"
+__all__ = [
+    "Batch", "BertConfig", "BertNetwork", "BertkitError", "Encoding", "Model", "Tokenizer",
+    "bundled_models", "load", "pack", "plan_batches", "__version__",
+]

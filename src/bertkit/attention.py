@@ -1,0 +1,89 @@
+"""Where attention happens: flash variable-length attention on CUDA, SDPA on a padded view elsewhere.
+
+This is the only file that knows about attention kernels. Both paths take packed queries, keys
+and values of shape [T, heads, head_dim] and return the same shape, so the rest of the model
+never sees padding.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bertkit.batching import Batch
+
+try:  # torch >= 2.10 ships flash varlen attention as a public op
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:  # pragma: no cover - older torch
+    varlen_attn = None
+
+_FLASH_DTYPES = (torch.float16, torch.bfloat16)
+_warned_dropout = False
+
+
+@dataclass
+class AttentionLayout:
+    """What every layer's attention needs to know about the batch, computed once per forward."""
+
+    cu_seqlens: torch.Tensor  # [B+1] int32
+    max_seqlen: int
+    num_sequences: int
+    use_varlen: bool
+    # Padded view only: where each packed token lands in a [B * L] buffer, and which keys are real.
+    scatter_index: torch.Tensor | None = None  # [T]
+    key_mask: torch.Tensor | None = None  # [B, 1, 1, L] bool, True = real token
+
+    @classmethod
+    def for_batch(cls, batch: Batch, force_padded: bool = False) -> "AttentionLayout":
+        device = batch.input_ids.device
+        use_varlen = device.type == "cuda" and varlen_attn is not None and not force_padded
+        layout = cls(batch.cu_seqlens, batch.max_seqlen, batch.num_sequences, use_varlen)
+        lengths = batch.lengths
+        L = batch.max_seqlen
+        seq_of_token = batch.sequence_ids
+        layout.scatter_index = seq_of_token * L + batch.positions
+        if not bool((lengths == L).all()):  # equal lengths need no mask at all
+            layout.key_mask = (torch.arange(L, device=device)[None, :] < lengths[:, None]).view(-1, 1, 1, L)
+        return layout
+
+
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: AttentionLayout, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """Softmax(q kᵀ / √d) v within each sequence; q, k, v and the result are [T, heads, head_dim]."""
+    if layout.use_varlen and q.dtype in _FLASH_DTYPES:
+        if dropout_p > 0:
+            _warn_no_attention_dropout()
+        return varlen_attn(q, k, v, layout.cu_seqlens, layout.cu_seqlens, layout.max_seqlen, layout.max_seqlen)
+    return _padded_sdpa(q, k, v, layout, dropout_p)
+
+
+def _padded_sdpa(q, k, v, layout: AttentionLayout, dropout_p: float) -> torch.Tensor:
+    B, L = layout.num_sequences, layout.max_seqlen
+    T, H, D = q.shape
+
+    def to_padded(x: torch.Tensor) -> torch.Tensor:
+        if layout.key_mask is None:  # every sequence is L long: packing is already [B, L]
+            return x.view(B, L, H, D).transpose(1, 2)
+        buf = x.new_zeros(B * L, H, D)
+        buf[layout.scatter_index] = x
+        return buf.view(B, L, H, D).transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(
+        to_padded(q), to_padded(k), to_padded(v), attn_mask=layout.key_mask, dropout_p=dropout_p
+    )  # [B, H, L, D]
+    out = out.transpose(1, 2).reshape(B * L, H, D)
+    return out if layout.key_mask is None else out[layout.scatter_index]
+
+
+def _warn_no_attention_dropout() -> None:
+    global _warned_dropout
+    if not _warned_dropout:
+        warnings.warn(
+            "flash varlen attention has no attention-probability dropout; it is skipped on CUDA "
+            "(hidden-state dropout still applies)",
+            stacklevel=3,
+        )
+        _warned_dropout = True

@@ -1,0 +1,47 @@
+"""The `bertkit` command line: one thin sub-command per task; the logic lives in the Python API."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from bertkit.errors import BertkitError
+
+# Each module adds its sub-commands with `register(subparsers)`.
+COMMAND_MODULES = ["core"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bertkit", description="BERT-family encoders: tokenize, fill masks, embed, train, predict, serve.")
+    from bertkit import __version__
+
+    parser.add_argument("--version", action="version", version=f"bertkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"bertkit.cli.{name}").register(sub)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    # Users need what happened, not where in our source it was noticed.
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    warnings.showwarning = _one_line_warning
+    try:
+        return int(args.func(args) or 0)
+    except BertkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `bertkit ... | head` closed the pipe: not an error
+        return 0

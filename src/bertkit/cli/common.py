@@ -1,0 +1,51 @@
+"""Helpers every sub-command shares: model and device flags, reading texts, printing JSON or text."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from bertkit.errors import BertkitError
+
+
+def add_model_args(parser: argparse.ArgumentParser, default: str | None = "minilm") -> None:
+    parser.add_argument("--model", "-m", default=default, required=default is None,
+                        help="bundled alias, local folder or hub id" + (f" (default: {default})" if default else ""))
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
+
+
+def add_json_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def load_model(args: argparse.Namespace):
+    from bertkit.model import load
+
+    return load(args.model, device=args.device)
+
+
+def emit(args: argparse.Namespace, payload: Any, human: Callable[[Any], str] | None = None) -> None:
+    """Print `payload` as JSON under --json, otherwise the human rendering."""
+    if getattr(args, "json", False) or human is None:
+        print(json.dumps(payload, ensure_ascii=False, indent=None if getattr(args, "compact", False) else 2))
+    else:
+        print(human(payload))
+
+
+def read_texts(args: argparse.Namespace) -> list[str]:
+    """Texts from the positional arguments, or from --input FILE (one per line), or '-' for stdin."""
+    texts = list(getattr(args, "texts", None) or [])
+    source = getattr(args, "input", None)
+    if source:
+        if source == "-":
+            texts += sys.stdin.read().splitlines()
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise BertkitError(f"{path} does not exist")
+            texts += path.read_text(encoding="utf-8").splitlines()
+    if not texts:
+        raise BertkitError("no texts given; pass them as arguments or with --input FILE")
+    return texts

@@ -1,0 +1,215 @@
+"""Model: one loaded BERT (tokenizer + network + device); every task hangs off this object."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Callable, Iterator, Sequence, TypeVar
+
+import torch
+
+from bertkit.batching import Batch, pack, plan_batches
+from bertkit.checkpoint import load_network, resolve, save_network
+from bertkit.config import BertConfig
+from bertkit.device import autocast, pick_device
+from bertkit.errors import BertkitError
+from bertkit.modeling import BertNetwork
+from bertkit.tokenizer import Encoding, Tokenizer
+
+R = TypeVar("R")
+DEFAULT_BATCH_TOKENS = {"cuda": 65536, "mps": 16384, "cpu": 8192}
+
+
+class Model:
+    """A BERT checkpoint ready to use: `hidden_states`, and the tasks built on it."""
+
+    def __init__(
+        self,
+        network: BertNetwork,
+        tokenizer: Tokenizer,
+        device: str | torch.device | None = None,
+        source: str = "",
+        folder: Path | None = None,
+    ):
+        self.device = pick_device(device)
+        self.network = network.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.source = source
+        self.folder = folder
+        self.sentence_config = read_sentence_config(folder) if folder else {}
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> "Model":
+        folder = resolve(name_or_path)
+        device = pick_device(device)  # fail on a missing device before reading any weights
+        network = load_network(folder)
+        return cls(network, Tokenizer.from_dir(folder), device, source=str(name_or_path), folder=folder)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write an HF-layout folder (config, safetensors, tokenizer files) that transformers can load."""
+        folder = save_network(self.network, directory)
+        self.tokenizer.save(folder)
+        return folder
+
+    # -- facts ----------------------------------------------------------------------------------
+    @property
+    def config(self) -> BertConfig:
+        return self.network.config
+
+    @property
+    def labels(self) -> list[str]:
+        return self.config.label_names
+
+    @property
+    def max_length(self) -> int:
+        """The longest input in tokens, special tokens included, that the model accepts."""
+        limit = self.config.max_position_embeddings
+        if self.tokenizer.model_max_length:
+            limit = min(limit, self.tokenizer.model_max_length)
+        return limit
+
+    @property
+    def default_batch_tokens(self) -> int:
+        return DEFAULT_BATCH_TOKENS.get(self.device.type, 8192)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.network.parameters())
+
+    def info(self) -> dict:
+        return {
+            "source": self.source,
+            "folder": str(self.folder) if self.folder else None,
+            "device": str(self.device),
+            "parameters": self.num_parameters(),
+            "heads": self.network.heads,
+            "labels": self.labels,
+            "max_length": self.max_length,
+            "sentence_transformers": self.sentence_config or None,
+            "config": self.config.to_dict(),
+        }
+
+    # -- the shared machinery of every task -------------------------------------------------------
+    def encode(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None = None,
+        max_length: int | None = None,
+    ) -> list[Encoding]:
+        """Tokenize, truncating to the model's limit; each Encoding reports how many tokens were cut."""
+        texts = _as_text_list(texts, "texts")
+        if pairs is not None:
+            pairs = _as_text_list(pairs, "pairs")
+            if len(pairs) != len(texts):
+                raise BertkitError(f"got {len(texts)} texts but {len(pairs)} pairs; give one pair per text")
+        limit = min(max_length or self.max_length, self.max_length)
+        return self.tokenizer.encode_batch(texts, pairs, max_length=limit)
+
+    def run(
+        self,
+        encodings: Sequence[Encoding],
+        step: Callable[[Batch], Sequence[R]],
+        batch_tokens: int | None = None,
+    ) -> list[R]:
+        """Apply `step` to length-sorted, token-budget batches; results come back in input order."""
+        results: list[R | None] = [None] * len(encodings)
+        for batch in self.batches(encodings, batch_tokens):
+            with torch.inference_mode(), autocast(self.device):
+                outputs = step(batch)
+            for i, out in zip(batch.index, outputs):
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+    def batches(self, encodings: Sequence[Encoding], batch_tokens: int | None = None) -> Iterator[Batch]:
+        plan = plan_batches([len(e) for e in encodings], batch_tokens or self.default_batch_tokens)
+        for indices in plan:
+            batch = pack([encodings[i].ids for i in indices], [encodings[i].type_ids for i in indices], index=indices)
+            yield self.to_device(batch)
+
+    def to_device(self, batch: Batch) -> Batch:
+        if self.device.type == "cuda":  # pinned memory lets the copy overlap with the previous batch's compute
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch.to(self.device)
+
+    # -- hidden states ----------------------------------------------------------------------------
+    def hidden_states(
+        self,
+        texts: Sequence[str] | str,
+        layer: int = -1,
+        pairs: Sequence[str] | None = None,
+        batch_tokens: int | None = None,
+    ) -> list[torch.Tensor]:
+        """One float32 CPU tensor [n_tokens_i, hidden] per text, special tokens included, in input order.
+
+        `layer` counts like transformers' `hidden_states`: 0 is the embedding output, -1 the last layer.
+        """
+        n_layers = self.config.num_hidden_layers
+        if not -(n_layers + 1) <= layer <= n_layers:
+            raise BertkitError(f"layer {layer} does not exist; this model has layers 0..{n_layers} (or -1..-{n_layers + 1})")
+        encodings = self.encode([texts] if isinstance(texts, str) else texts, pairs)
+        warn_truncated(encodings, self.max_length)
+        last = layer in (-1, n_layers)
+
+        def step(batch: Batch) -> list[torch.Tensor]:
+            states = self.network(batch) if last else self.network(batch, all_layers=True)[layer]
+            return batch.split_per_sequence(states.float().cpu())
+
+        return self.run(encodings, step, batch_tokens)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Model({self.source!r}, layers={c.num_hidden_layers}, hidden={c.hidden_size}, "
+                f"heads={self.network.heads}, device={self.device})")
+
+
+def read_sentence_config(folder: Path) -> dict:
+    """The sentence-transformers pooling / normalisation / length settings a folder carries, if any."""
+    out: dict = {}
+    try:
+        modules = json.loads((folder / "modules.json").read_text()) if (folder / "modules.json").exists() else []
+        for module in modules:
+            kind = module.get("type", "")
+            if kind.endswith("Pooling"):
+                pooling = json.loads((folder / module["path"] / "config.json").read_text())
+                for mode in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens"):
+                    if pooling.get(f"pooling_mode_{mode}"):
+                        out["pooling"] = {"cls_token": "cls", "mean_tokens": "mean", "max_tokens": "max",
+                                          "mean_sqrt_len_tokens": "mean_sqrt_len"}[mode]
+                        break
+            elif kind.endswith("Normalize"):
+                out["normalize"] = True
+        if (folder / "sentence_bert_config.json").exists():
+            st = json.loads((folder / "sentence_bert_config.json").read_text())
+            if st.get("max_seq_length"):
+                out["max_seq_length"] = int(st["max_seq_length"])
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        warnings.warn(f"{folder}: ignoring an unreadable sentence-transformers config ({e})", stacklevel=2)
+    return out
+
+
+def warn_truncated(encodings: Sequence[Encoding], limit: int) -> int:
+    """Say how many inputs were cut to the model's length; returns that count."""
+    cut = [i for i, e in enumerate(encodings) if e.n_truncated]
+    if cut:
+        warnings.warn(
+            f"{len(cut)} of {len(encodings)} texts were longer than {limit} tokens and were truncated "
+            f"(first: input #{cut[0]}, {encodings[cut[0]].n_truncated} tokens cut)",
+            stacklevel=3,
+        )
+    return len(cut)
+
+
+def _as_text_list(texts, what: str) -> list[str]:
+    if isinstance(texts, str):
+        raise BertkitError(f"{what} must be a list of strings, not a single string; wrap it in a list")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise BertkitError(f"{what}[{i}] is a {type(t).__name__}, not a string")
+    return texts
+
+
+def load(name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> Model:
+    """Load a bundled alias (`minilm`), a local HF-layout folder, or a Hugging Face Hub id."""
+    return Model.load(name_or_path, device)
