@@ -1,0 +1,1 @@
+"""Training: trainer, optimisation blocks, metrics and plots."""
