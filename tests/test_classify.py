@@ -1,0 +1,126 @@
+"""Classification inference against transformers' text-classification pipeline; every row kept, bad rows flagged."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import bertkit
+from bertkit.errors import BertkitError
+from bertkit.tasks.classify import predict_table, write_predictions
+
+TOL = 1e-5
+TEXTS = [
+    "A wonderful, moving film.",
+    "x",
+    "Terrible. I walked out after twenty minutes and never looked back. " * 8,
+    "Zoë's café in Ångström Straße 🍮",
+    "ok",
+]
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_cls_dir):
+    return bertkit.load(tiny_cls_dir, device="cpu")
+
+
+def reference(folder, inputs):
+    from transformers import pipeline
+
+    return pipeline("text-classification", model=str(folder), top_k=None, device="cpu")(inputs)
+
+
+def assert_same(ours: dict, theirs: list[dict]) -> None:
+    assert ours["label"] == theirs[0]["label"]  # the pipeline ranks best first
+    assert set(ours["scores"]) == {t["label"] for t in theirs}
+    for t in theirs:
+        assert abs(ours["scores"][t["label"]] - t["score"]) < TOL
+
+
+def test_labels_and_scores_equal_the_transformers_pipeline(clf, tiny_cls_dir):
+    rows = clf.predict(TEXTS)
+    assert len(rows) == len(TEXTS)
+    for ours, theirs in zip(rows, reference(tiny_cls_dir, TEXTS)):
+        assert_same(ours, theirs)
+        assert ours["truncated"] == 0 and ours["error"] is None
+        assert abs(sum(ours["scores"].values()) - 1) < 1e-5
+    assert list(rows[0]["scores"]) == ["negative", "neutral", "positive"]
+
+
+def test_text_pairs_equal_the_pipeline(clf, tiny_cls_dir):
+    a, b = ["Is it raining?", "Who wrote it?"], ["Yes, heavily.", "Nobody knows, really."]
+    rows = clf.predict(a, pairs=b)
+    for ours, theirs in zip(rows, reference(tiny_cls_dir, [{"text": x, "text_pair": y} for x, y in zip(a, b)])):
+        assert_same(ours, theirs)
+
+
+def test_order_is_kept_whatever_the_batching(clf):
+    texts = TEXTS * 3
+    assert [r["label"] for r in clf.predict(texts, batch_tokens=24)] == [r["label"] for r in clf.predict(texts)]
+
+
+def test_empty_and_invalid_rows_are_flagged_never_dropped(clf):
+    rows = clf.predict(["good", "", "   ", None, float("nan"), 3, "bad"])
+    assert len(rows) == 7
+    assert [r["error"] for r in rows] == [None, "empty text", "empty text", "missing text", "missing text",
+                                          "text is a int, not a string", None]
+    assert all(r["label"] is None and r["scores"] is None for r in rows[1:6])
+    assert rows[0]["scores"] == clf.predict(["good"])[0]["scores"]
+    pairs = clf.predict(["a", "b"], pairs=["x", ""])
+    assert pairs[0]["error"] is None and pairs[1]["error"] == "empty pair"
+
+
+def test_truncated_texts_are_counted_and_flagged(clf):
+    long = "word " * 600
+    with pytest.warns(UserWarning, match="truncated"):
+        rows = clf.predict(["short", long])
+    full = len(clf.tokenizer.encode(long))
+    assert rows[0]["truncated"] == 0 and rows[1]["truncated"] == full - 512 and rows[1]["label"] is not None
+
+
+def test_multi_label_uses_sigmoid_and_a_threshold(tmp_path, minilm_dir):
+    from conftest import write_tiny
+
+    folder = write_tiny("cls", tmp_path / "multi", minilm_dir, seed=4, problem_type="multi_label_classification",
+                        id2label={0: "sports", 1: "politics", 2: "tech"}, label2id={"sports": 0, "politics": 1, "tech": 2})
+    model = bertkit.load(folder, device="cpu")
+    texts = ["The match ended in a draw.", "New chips and new laws."]
+    rows = model.predict(texts)
+    for ours, theirs in zip(rows, reference(folder, texts)):
+        for t in theirs:
+            assert abs(ours["scores"][t["label"]] - t["score"]) < TOL
+        assert abs(sum(ours["scores"].values()) - 1) > 1e-3  # independent sigmoids, not a softmax
+        assert ours["labels"] == [n for n, p in sorted(ours["scores"].items(), key=lambda kv: -kv[1]) if p >= 0.5]
+        assert ours["label"] == (ours["labels"][0] if ours["labels"] else None)
+    everything = model.predict(texts, threshold=0.0)
+    assert all(len(r["labels"]) == 3 for r in everything)
+    assert model.predict(texts, threshold=1.01)[0]["labels"] == []
+
+
+def test_a_model_without_classifier_says_how_to_get_one(minilm_dir):
+    with pytest.raises(BertkitError, match="no classifier head; train one with `bertkit train`") as e:
+        bertkit.load(minilm_dir, device="cpu").predict(["hello"])
+    assert "\n" not in str(e.value)
+
+
+def test_table_in_table_out_keeps_every_row_and_the_gold_label(clf, tmp_path):
+    frame = pd.DataFrame({"id": [7, 8, 9], "review": ["great", "", "awful"], "label": ["positive", "neutral", "negative"]})
+    table, rows = predict_table(clf, frame)
+    assert table["id"].tolist() == [7, 8, 9] and table["label"].tolist() == ["positive", "neutral", "negative"]
+    assert pd.isna(table["predicted_label"][1]) and table["error"][1] == "empty text" and pd.isna(table["error"][0])
+    assert {f"score_{n}" for n in clf.labels} <= set(table.columns)
+    for suffix in ("csv", "jsonl", "json", "parquet"):
+        path = write_predictions(table, tmp_path / f"out.{suffix}")
+        back = {"csv": pd.read_csv, "parquet": pd.read_parquet,
+                "jsonl": lambda p: pd.read_json(p, lines=True), "json": pd.read_json}[suffix](path)
+        assert len(back) == 3 and back["id"].tolist() == [7, 8, 9]
+        assert back["predicted_label"].tolist()[0] == rows[0]["label"]
+    record = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[1])
+    assert record["predicted_label"] is None and record["score_neutral"] is None and record["error"] == "empty text"
+    with pytest.raises(BertkitError, match="cannot tell which column"):
+        predict_table(clf, pd.DataFrame({"a": ["x"], "b": ["y"]}))
+    with pytest.raises(BertkitError, match="no column 'body'"):
+        predict_table(clf, frame, "body")
+    with pytest.raises(BertkitError, match="use a file ending in"):
+        write_predictions(table, tmp_path / "out.xlsx")

@@ -1,0 +1,136 @@
+"""`bertkit fill-mask`, `embed`, `similarity`, `predict`: JSON equal to the API, files written, one-line errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bertkit
+from bertkit.cli import main
+
+RIVER = "He sat down by the bank to enjoy the view of the river."
+MONEY = "She went to the bank to deposit some cash."
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+    return bertkit.load(minilm_dir, device="cpu")
+
+
+def test_fill_mask_json_and_human(capsys, tiny_mlm_dir):
+    code, out, _ = run(capsys, "fill-mask", "Paris is the [MASK] of France.", "a [MASK] b [MASK]",
+                       "--model", tiny_mlm_dir, "--top-k", 3, "--json")
+    rows = json.loads(out)
+    want = bertkit.load(tiny_mlm_dir, device="cpu").fill_mask(["Paris is the [MASK] of France."], top_k=3)[0]
+    assert code == 0 and rows[0]["text"] == "Paris is the [MASK] of France." and len(rows[1]["masks"]) == 2
+    assert [r["id"] for r in rows[0]["masks"][0]] == [r["id"] for r in want[0]]
+    code, out, _ = run(capsys, "fill-mask", "a [MASK] b", "--model", tiny_mlm_dir, "--targets", "cat,dog",
+                       "--targets", "aardvark")
+    assert code == 0 and out.splitlines()[0] == "a [MASK] b"
+    assert {"cat", "dog", "aardvark"} <= set(out.split())
+
+
+def test_fill_mask_errors_are_one_line(capsys, tiny_mlm_dir):
+    code, _, err = run(capsys, "fill-mask", "a [MASK] b", "--model", "minilm")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "bertkit embed" in err
+    code, _, err = run(capsys, "fill-mask", "no mask", "--model", tiny_mlm_dir)
+    assert code == 2 and "has no [MASK]" in err
+
+
+def test_embed_json_equals_the_api(capsys, minilm):
+    code, out, _ = run(capsys, "embed", "hello world", "", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["dim"] == 384 and len(data["embeddings"]) == 2
+    assert np.abs(np.array(data["embeddings"]) - minilm.embed(["hello world", ""])).max() < 1e-6
+    code, out, _ = run(capsys, "embed", "hello world", "--pooling", "cls", "--no-normalize", "--json")
+    assert np.abs(np.array(json.loads(out)["embeddings"]) - minilm.embed(["hello world"], "cls", False)).max() < 1e-6
+    code, out, _ = run(capsys, "embed", "hello world")
+    assert code == 0 and "1 embeddings of dimension 384" in out and "norm 1.000" in out
+
+
+def test_embed_reads_a_table_and_writes_npy_parquet_json(capsys, tmp_path, minilm):
+    source = tmp_path / "in.csv"
+    pd.DataFrame({"id": [1, 2, 3], "sentence": ["one", "two words", "three words here"]}).to_csv(source, index=False)
+    want = minilm.embed(["one", "two words", "three words here"])
+    code, out, _ = run(capsys, "embed", "--input", source, "--output", tmp_path / "v.npy", "--json")
+    assert code == 0 and json.loads(out)["rows"] == 3
+    assert np.abs(np.load(tmp_path / "v.npy") - want).max() < 1e-6
+    assert run(capsys, "embed", "--input", source, "--output", tmp_path / "v.parquet")[0] == 0
+    assert pd.read_parquet(tmp_path / "v.parquet")["text"].tolist()[2] == "three words here"
+    lines = tmp_path / "in.txt"
+    lines.write_text("one\ntwo words\n")
+    assert run(capsys, "embed", "--input", lines, "--output", tmp_path / "v.json")[0] == 0
+    assert json.loads((tmp_path / "v.json").read_text())["texts"] == ["one", "two words"]
+    code, _, err = run(capsys, "embed", "x", "--output", tmp_path / "v.csv")
+    assert code == 2 and ".npy" in err
+
+
+def test_similarity_prints_the_cosine_and_the_pieces(capsys, minilm):
+    code, out, _ = run(capsys, "similarity", "--word", "bank", RIVER, MONEY)
+    want = minilm.word_similarity(RIVER, MONEY, "bank").similarity
+    assert code == 0 and out.startswith(f"{want:.4f}  cosine similarity of 'bank'")
+    assert "[bank] to enjoy" in out and "pieces bank" in out
+    code, out, _ = run(capsys, "similarity", "-w", "embeddings", "-w", "vectors", "Word embeddings help.",
+                       "Word vectors help.", "--layer", "sum4", "--pooling", "first", "--json")
+    data = json.loads(out)
+    assert data["a"]["tokens"] == ["em", "##bed", "##ding", "##s"] and data["a"]["layer"] == "sum4"
+    assert data["b"]["word"] == "vectors" and data["a"]["pooling"] == "first"
+
+
+def test_similarity_matrix_and_heatmap(capsys, tmp_path):
+    plot = tmp_path / "bank.png"
+    code, out, _ = run(capsys, "similarity", "--word", "bank", RIVER, MONEY, "The bank is closed.",
+                       "--plot", plot, "--json")
+    data = json.loads(out)
+    assert code == 0 and len(data["matrix"]) == 3 and data["plot"] == str(plot)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, out, _ = run(capsys, "similarity", "--word", "bank", RIVER, MONEY, "The bank is closed.", "--matrix")
+    assert code == 0 and "1.000" in out and "[bank]" in out
+
+
+def test_similarity_errors_are_one_line(capsys):
+    code, _, err = run(capsys, "similarity", "--word", "bank", RIVER, "No such word here.")
+    assert code == 2 and err.count("\n") == 1 and "'bank' does not occur" in err
+    code, _, err = run(capsys, "similarity", "--word", "bank", RIVER, MONEY, RIVER)
+    assert code == 2 and "--matrix" in err
+    code, _, err = run(capsys, "similarity", "--word", "bank", RIVER, MONEY, "--layer", "top")
+    assert code == 2 and "layer 'top' does not exist" in err
+
+
+def test_predict_texts_json_and_human(capsys, tiny_cls_dir):
+    code, out, _ = run(capsys, "predict", "--model", tiny_cls_dir, "great film", "", "--json")
+    rows = json.loads(out)
+    want = bertkit.load(tiny_cls_dir, device="cpu").predict(["great film"])[0]
+    assert code == 0 and rows[0]["text"] == "great film" and rows[0]["label"] == want["label"]
+    assert abs(rows[0]["scores"]["neutral"] - want["scores"]["neutral"]) < 1e-9
+    assert rows[1]["error"] == "empty text" and rows[1]["label"] is None
+    code, out, _ = run(capsys, "predict", "--model", tiny_cls_dir, "great film")
+    assert code == 0 and out.startswith(want["label"])
+
+
+def test_predict_file_to_file_keeps_every_row(capsys, tmp_path, tiny_cls_dir):
+    source = tmp_path / "reviews.jsonl"
+    source.write_text('{"id": 1, "body": "fine"}\n{"id": 2, "body": ""}\n{"id": 3, "body": null}\n'
+                      '{"id": 4, "body": "' + "long " * 600 + '"}\n')
+    for suffix in ("csv", "jsonl", "parquet", "json"):
+        out_path = tmp_path / f"pred.{suffix}"
+        code, out, err = run(capsys, "predict", "--model", tiny_cls_dir, "--input", source, "--text-column", "body",
+                             "--output", out_path, "--json")
+        summary = json.loads(out)
+        assert code == 0 and summary == {**summary, "rows": 4, "errors": 2, "truncated": 1, "output": str(out_path)}
+        assert "truncated" in err  # the one-line warning
+    back = pd.read_csv(tmp_path / "pred.csv")
+    assert back["id"].tolist() == [1, 2, 3, 4] and back["error"].tolist()[1:3] == ["empty text", "missing text"]
+    assert back["truncated"].tolist()[3] > 0
+    code, _, err = run(capsys, "predict", "--model", tiny_cls_dir, "--input", source)
+    assert code == 2 and "--text-column" in err
+    code, _, err = run(capsys, "predict", "--model", "minilm", "x")
+    assert code == 2 and "bertkit train" in err and err.count("\n") == 1
