@@ -1,0 +1,166 @@
+"""The FastAPI app: routes for every task, health and metrics, error handlers and the published OpenAPI schema."""
+# No `from __future__ import annotations`: FastAPI reads the request models from the signatures at definition time.
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, Union
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bertkit import __version__
+from bertkit.errors import BertkitError
+from bertkit.model import Model
+from bertkit.serve import schemas as s
+from bertkit.serve.errors import ServeError, error_response, http_error, is_json, not_json, validation_error
+from bertkit.serve.gate import Gate
+from bertkit.serve.metrics import CONTENT_TYPE
+from bertkit.serve.service import Service
+from bertkit.serve.settings import Settings
+
+log = logging.getLogger("bertkit.serve")
+
+ERRORS = {
+    400: {"model": s.ErrorResponse, "description": "invalid JSON, or a task this model cannot serve"},
+    401: {"model": s.ErrorResponse, "description": "missing or wrong API key (when the server has one)"},
+    413: {"model": s.ErrorResponse, "description": "request body over --max-body-bytes"},
+    415: {"model": s.ErrorResponse, "description": "the body is not sent as application/json"},
+    422: {"model": s.ErrorResponse, "description": "a field is missing, of the wrong type, over a limit, or unusable"},
+    503: {"model": s.ErrorResponse, "description": "overloaded or shutting down; retry"},
+}
+DESCRIPTION = """BERT-family encoders over HTTP: tokenize, embed, fill-mask, word similarity and classification.
+
+Bodies mirror `bertkit <command> --json`. Concurrent requests are merged into token-budget batches.
+Every error answers `{"error": {"type": ..., "message": ...}}`."""
+
+
+def create_app(model: Model, settings: Settings | None = None) -> FastAPI:
+    """An ASGI app serving `model`; run it with uvicorn (or `bertkit serve`). The model is used from one thread only."""
+    settings = settings or Settings()
+    service = Service(model, settings)
+    req = s.request_models(settings.max_texts, settings.max_chars)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await service.startup()
+        yield
+        await service.shutdown()  # uvicorn has already waited for open requests; this empties the queues
+
+    app = FastAPI(title="bertkit", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.service = service
+    app.add_middleware(Gate, service=service)
+    _add_error_handlers(app)
+
+    def needs(task: str) -> Any:
+        async def check() -> None:  # runs before the body is validated: "wrong model" is the first thing to say
+            service.require(task)
+
+        return [Depends(check)]
+
+    @app.post("/v1/tokenize", response_model=list[s.TokenizeRow], responses=ERRORS, tags=["tasks"])
+    async def tokenize(body: req.tokenize) -> Any:
+        """Word pieces, ids, character offsets and word ids per text (no model weights used)."""
+        return JSONResponse(await service.tokenize(body))
+
+    @app.post("/v1/embed", response_model=s.EmbedResponse, responses=ERRORS, tags=["tasks"])
+    async def embed(body: req.embed) -> Any:
+        """One sentence vector per text."""
+        return JSONResponse(await service.embed(body))
+
+    @app.post("/v1/fill-mask", response_model=list[s.FillMaskRow], responses=ERRORS, tags=["tasks"],
+              dependencies=needs("fill-mask"))
+    async def fill_mask(body: req.fill_mask) -> Any:
+        """Ranked candidates for every [MASK] (needs a model with a masked-LM head)."""
+        return JSONResponse(await service.fill_mask(body))
+
+    @app.post("/v1/similarity", response_model=Union[s.SimilarityPair, s.SimilarityMatrix], responses=ERRORS, tags=["tasks"])
+    async def similarity(body: req.similarity) -> Any:
+        """Cosine similarity of a word's contextual vectors in two sentences, or a matrix over many."""
+        return JSONResponse(await service.similarity(body))
+
+    @app.post("/v1/predict", response_model=list[s.PredictRow], responses=ERRORS, tags=["tasks"],
+              dependencies=needs("predict"))
+    async def predict(body: req.predict) -> Any:
+        """A label and every label's probability per text (needs a model with a classifier head)."""
+        return JSONResponse(await service.predict(body))
+
+    @app.get("/v1/model", response_model=s.ModelInfo, responses={401: ERRORS[401]}, tags=["server"])
+    async def model_info() -> Any:
+        """The model's config, heads and labels, which endpoints it serves, and this server's limits."""
+        return JSONResponse(service.info())
+
+    @app.get("/healthz", response_model=s.Status, tags=["server"])
+    async def healthz() -> Any:
+        """The process is up (never needs the API key)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=s.Status, responses={401: ERRORS[401], 503: ERRORS[503]}, tags=["server"])
+    async def readyz() -> Any:
+        """Ready for traffic: warmed up and not shutting down (503 while draining)."""
+        if service.draining:
+            return error_response(503, "shutting_down", "the server is draining before it exits")
+        if not service.ready:
+            return error_response(503, "starting", "the model is still warming up")
+        return {"status": "ready"}
+
+    @app.get("/metrics", response_class=PlainTextResponse, responses={401: ERRORS[401]}, tags=["server"])
+    async def metrics() -> Any:
+        """Prometheus text format: requests by endpoint and status, latency, batch sizes, tokens per second."""
+        return PlainTextResponse(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    if settings.api_key is not None:
+        _document_api_key(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if not is_json(content_type) and all(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()):
+            return not_json(content_type)  # FastAPI did not even try to parse it
+        route = request.scope.get("route")
+        fields = []
+        body_field = getattr(route, "body_field", None)
+        if body_field is not None:
+            fields = list(getattr(body_field.field_info.annotation, "model_fields", {}))
+        return validation_error(exc.errors(), fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return http_error(exc.status_code, exc.detail, request.method, request.url.path, getattr(exc, "headers", None))
+
+    @app.exception_handler(ServeError)
+    async def on_serve(request: Request, exc: ServeError) -> JSONResponse:
+        return error_response(exc.status, exc.type, exc.message, exc.headers)
+
+    @app.exception_handler(BertkitError)
+    async def on_bertkit(request: Request, exc: BertkitError) -> JSONResponse:
+        return error_response(422, "invalid_input", str(exc))
+
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def _document_api_key(app: FastAPI) -> None:
+    """Publish the two accepted credentials in the OpenAPI schema, so generated clients send one."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            for path, ops in schema.get("paths", {}).items():
+                if path != "/healthz":
+                    for op in ops.values():
+                        op["security"] = [{"bearer": []}, {"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
