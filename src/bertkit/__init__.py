@@ -12,3 +12,7 @@ __all__ = [
     "Batch", "BertConfig", "BertNetwork", "BertkitError", "Encoding", "Model", "Tokenizer",
     "bundled_models", "load", "pack", "plan_batches", "__version__",
 ]
+from bertkit.train import Trainer, TrainConfig, TrainResult, evaluate_model, finetune  # noqa: E402
+__all__ += ["Trainer", "TrainConfig", "TrainResult", "evaluate_model", "finetune"]
+from bertkit.tasks import SimilarityMatrix, WordSimilarity, WordVector  # noqa: E402
+__all__ += ["SimilarityMatrix", "WordSimilarity", "WordVector"]

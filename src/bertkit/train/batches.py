@@ -1,0 +1,121 @@
+"""Training data as batches: one seed for everything, encode once, a seeded length-bucketed plan per epoch, packed Batches."""
+from __future__ import annotations
+
+import random
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from bertkit.batching import Batch, pack, plan_batches
+from bertkit.data import TextDataset, stratified_split
+from bertkit.errors import BertkitError
+from bertkit.model import Model, warn_truncated
+from bertkit.tokenizer import Encoding
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA) and return a torch.Generator seeded the same way.
+
+    The global torch RNG drives dropout and weight initialisation; the returned generator is the
+    root of everything else the training code draws (batch order), so one integer fixes a run.
+    """
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return torch.Generator().manual_seed(seed)
+
+
+def stratified_subset(dataset: TextDataset, n: int, seed: int = 0) -> TextDataset:
+    """`n` rows drawn per class in proportion (seeded), in their original order; all rows if n >= len."""
+    if n is None or n >= len(dataset):
+        return dataset
+    if n < 1:
+        raise BertkitError(f"--limit {n} leaves no rows; pass a positive number of examples")
+    return stratified_split(dataset, test_size=int(n), seed=seed)[1]
+
+
+def encode_dataset(model: Model, dataset: TextDataset, max_length: int | None = None) -> list[Encoding]:
+    """Tokenize a dataset once (texts and pairs), truncating to `max_length` and saying how many were cut."""
+    encodings = model.encode(dataset.texts, dataset.text_pairs, max_length=max_length)
+    warn_truncated(encodings, min(max_length or model.max_length, model.max_length))
+    return encodings
+
+
+class BatchStream:
+    """Token-budget batches of one encoded dataset, in a fresh seeded order each epoch.
+
+    Examples of similar length share a batch (so the padded attention view is nearly free), and the
+    batches are shuffled between buckets. The plan for epoch `e` depends only on the generator's
+    seed and `e`, so a resumed run can jump straight to batch `k` of epoch `e`.
+    """
+
+    def __init__(
+        self,
+        encodings: Sequence[Encoding],
+        labels: Sequence | None = None,
+        *,
+        batch_tokens: int | None = None,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        bucket_size: int = 64,
+    ):
+        if not encodings:
+            raise BertkitError("no examples to batch; the dataset is empty")
+        if labels is not None and len(labels) != len(encodings):
+            raise ValueError(f"{len(labels)} labels for {len(encodings)} encodings")
+        if batch_tokens is None and batch_size is None:
+            raise BertkitError("give a batch size (--batch-size) or a token budget (--batch-tokens)")
+        self.encodings = encodings
+        self.labels = labels
+        self.lengths = [len(e) for e in encodings]
+        longest = max(self.lengths)
+        # A batch-size-only plan still needs a token cap for plan_batches; size x longest never binds.
+        self.max_tokens = batch_tokens if batch_tokens is not None else batch_size * longest
+        if self.max_tokens < longest:
+            raise BertkitError(f"--batch-tokens {batch_tokens} is smaller than the longest example "
+                               f"({longest} tokens); raise it or lower --max-length")
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.bucket_size = bucket_size
+        self.device = torch.device(device) if device is not None else None
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        # One draw at construction: later uses of the generator cannot change any epoch's plan.
+        self.base_seed = int(torch.randint(0, 2**62, (1,), generator=gen).item()) if shuffle else 0
+        self._plans: dict[int, list[list[int]]] = {}
+
+    def __len__(self) -> int:
+        """Batches in epoch 0 (other epochs differ by a few at most under a token budget)."""
+        return self.num_batches(0)
+
+    def plan(self, epoch: int) -> list[list[int]]:
+        """Example indices of each batch of `epoch`, in the order they are trained on."""
+        if epoch not in self._plans:
+            seed = random.Random(f"{self.base_seed}:{epoch}").getrandbits(63)
+            self._plans[epoch] = plan_batches(self.lengths, self.max_tokens, self.batch_size,
+                                              shuffle=self.shuffle, seed=seed, bucket_size=self.bucket_size)
+            while len(self._plans) > 4:  # plans are cheap to rebuild; keep only the newest few
+                del self._plans[next(iter(self._plans))]
+        return self._plans[epoch]
+
+    def num_batches(self, epoch: int) -> int:
+        return len(self.plan(epoch))
+
+    def batch(self, indices: Sequence[int]) -> Batch:
+        """Pack the given examples (with their labels, if any) and move them to the device."""
+        encs = [self.encodings[i] for i in indices]
+        labels = [self.labels[i] for i in indices] if self.labels is not None else None
+        batch = pack([e.ids for e in encs], [e.type_ids for e in encs], labels, index=list(indices))
+        if self.device is None or self.device.type == "cpu":
+            return batch
+        if self.device.type == "cuda":  # pinned memory lets the copy overlap with compute
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch.to(self.device)
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        """The batches of `epoch`, skipping the first `start` (where a resumed run picks up)."""
+        for indices in self.plan(epoch)[start:]:
+            yield self.batch(indices)

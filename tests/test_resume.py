@@ -1,0 +1,107 @@
+"""Resume: a run killed with SIGKILL mid-epoch and resumed ends with the weights of a run never interrupted."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bertkit.cli import main
+from bertkit.train import latest_checkpoint, load_training_state
+from test_trainer import sentiment_rows
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("resume_data")
+    for name, n, seed in (("train.csv", 96, 30), ("eval.csv", 24, 31)):
+        rows = sentiment_rows(n, seed)
+        pd.DataFrame({"text": [t for t, _ in rows], "label": [y for _, y in rows]}).to_csv(folder / name, index=False)
+    return folder
+
+
+def train_args(model_dir, data, out):
+    # 12 steps per epoch; a checkpoint every 3 steps; a loss record every step so records line up exactly.
+    return ["train", "--model", str(model_dir), "--data", str(data / "train.csv"), "--eval-data", str(data / "eval.csv"),
+            "--epochs", "3", "--batch-size", "8", "--max-length", "32", "--lr", "5e-3", "--seed", "0",
+            "--save-every", "3", "--log-every", "1", "--keep-checkpoints", "--device", "cpu", "--no-progress",
+            "--output", str(out)]
+
+
+def numbers(records):
+    keep = ("step", "epoch", "split", "loss", "lr", "grad_norm", "accuracy", "macro_f1")
+    return [{k: r.get(k) for k in keep} for r in records]
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tiny_base_dir, data_files, tmp_path, capsys):
+    killed = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-m", "bertkit", *train_args(tiny_base_dir, data_files, killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        seen = []
+        for line in proc.stderr:  # the run announces each checkpoint; kill it right after the first
+            seen.append(line)
+            if "checkpoint saved" in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    assert not (killed / "metrics.json").exists()  # it really died before the end
+    state = load_training_state(latest_checkpoint(killed / "checkpoints"))
+    assert 3 <= state["step"] < 36 and not state["finished"]
+
+    assert main(["train", "--resume", str(killed), "--no-progress", "--json"]) == 0
+    resumed_out = json.loads(capsys.readouterr().out)
+    assert main(train_args(tiny_base_dir, data_files, tmp_path / "straight") + ["--json"]) == 0
+    straight_out = json.loads(capsys.readouterr().out)
+
+    assert resumed_out["steps"] == straight_out["steps"] == 36
+    for name in ("model.safetensors",):
+        ours = load_file(killed / name)
+        ref = load_file(tmp_path / "straight" / name)
+        for key in ref:
+            torch.testing.assert_close(ours[key], ref[key], atol=1e-6, rtol=0, msg=key)
+    last_killed = load_file(latest_checkpoint(killed / "checkpoints") / "model.safetensors")
+    last_straight = load_file(latest_checkpoint(tmp_path / "straight" / "checkpoints") / "model.safetensors")
+    for key in last_straight:  # the last weights, not only the best ones
+        torch.testing.assert_close(last_killed[key], last_straight[key], atol=1e-6, rtol=0, msg=key)
+    # Same batches in the same order with the same dropout: every logged number matches.
+    assert numbers(read_jsonl(killed / "metrics.jsonl")) == numbers(read_jsonl(tmp_path / "straight" / "metrics.jsonl"))
+    record = json.loads((killed / "training_record.json").read_text())
+    assert record["resumed_at_steps"] == [state["step"]]
+    assert resumed_out["metrics"]["accuracy"] == straight_out["metrics"]["accuracy"]
+
+
+def test_resume_refuses_other_settings_and_empty_folders(tiny_base_dir, data_files, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = train_args(tiny_base_dir, data_files, out)
+    args[args.index("3")] = "1"  # one epoch is enough here
+    assert main(args) == 0
+    capsys.readouterr()
+    # Make it look unfinished: drop the final files but keep the checkpoints.
+    (out / "training_record.json").unlink()
+    (out / "model.safetensors").unlink()
+    code = main(["train", "--resume", str(out), "--lr", "1e-3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--lr" in err and "differ" in err
+    code = main(["train", "--resume", str(tmp_path / "nothing")])
+    assert code == 2 and "no such folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    code = main(["train", "--resume", str(tmp_path / "empty")])
+    assert code == 2 and "training_arguments.json" in capsys.readouterr().err
+    code = main(args)  # a fresh start over an unfinished run must be explicit
+    assert code == 2 and "--resume" in capsys.readouterr().err
