@@ -9,7 +9,7 @@ import warnings
 from bertkit.errors import BertkitError
 
 # Each module adds its sub-commands with `register(subparsers)`.
-COMMAND_MODULES = ["core"]
+COMMAND_MODULES = ["core", "tasks", "train", "serve", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
