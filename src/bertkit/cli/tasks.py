@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="L2-normalise the vectors (default: the model's sentence-transformers setting)")
     p.add_argument("--max-length", type=int, default=None, help="truncate to this many tokens (default: the model's)")
-    p.add_argument("--output", "-o", help="write the vectors to FILE.npy, FILE.parquet or FILE.json")
+    p.add_argument("--output", "-o", help="write the vectors to FILE.npy, FILE.parquet or FILE.json, or a FOLDER "
+                   "(corpus mode: sharded Parquet parts, streamed and restartable)")
+    _add_corpus_args(p)
     _add_common(p)
     p.set_defaults(func=embed)
 
@@ -47,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_inputs(p, table=True)
     p.add_argument("--pair-column", help="a second text column, classified as a pair with the text")
     p.add_argument("--threshold", type=float, default=0.5, help="multi-label: scores >= this are predicted (default: 0.5)")
-    p.add_argument("--output", "-o", help="write predictions to FILE.csv, .jsonl, .json or .parquet (input columns kept)")
+    p.add_argument("--output", "-o", help="write predictions to FILE.csv, .jsonl, .json or .parquet (input columns kept), "
+                   "or a FOLDER (corpus mode: sharded Parquet parts, streamed and restartable)")
+    _add_corpus_args(p)
     _add_common(p, model_default=None)
     p.set_defaults(func=predict)
 
@@ -60,6 +64,55 @@ def _add_inputs(p: argparse.ArgumentParser, table: bool, name: str = "TEXT") -> 
         p.add_argument("--text-column", help="the column holding the texts (default: text, sentence, ... or the only column)")
     else:
         p.add_argument("--input", "-i", help="a text file, one text per line ('-' for stdin)")
+
+
+def _add_corpus_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("corpus mode (an --input folder, or an --output folder; shards across torchrun processes)")
+    g.add_argument("--shard-rows", type=int, default=10_000, help="rows per output part (default: 10000)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--ray", action="store_true", help="run on a Ray cluster with Ray Data (pip install 'ray[data]')")
+    g.add_argument("--ray-address", default=None, help="the cluster to join (default: RAY_ADDRESS, else a local Ray)")
+    g.add_argument("--concurrency", type=int, default=1, help="Ray: model replicas (default: 1)")
+    g.add_argument("--num-gpus", type=float, default=0, help="Ray: GPUs per replica (default: 0)")
+
+
+def _corpus_mode(args: argparse.Namespace) -> bool:
+    """A folder on either side means a corpus: stream it in shards instead of loading it whole."""
+    if args.ray:
+        return True
+    source, out = args.input, args.output
+    if source and source != "-" and Path(source).is_dir():
+        return True
+    if source and out and (Path(out).is_dir() or out.endswith(("/", "\\")) or not Path(out).suffix):
+        return True
+    return False
+
+
+def _run_corpus(args: argparse.Namespace, task: str, options: dict) -> int:
+    if args.texts:
+        raise BertkitError("corpus mode reads --input; give texts there, not as arguments")
+    if not args.input or not args.output:
+        raise BertkitError("corpus mode needs --input FILE|FOLDER and --output FOLDER")
+    if args.ray:
+        from bertkit.ray_inference import run_with_ray
+
+        report = run_with_ray(args.input, args.output, task=task, model=args.model, text_column=args.text_column or "text",
+                              concurrency=args.concurrency, num_gpus=args.num_gpus, address=args.ray_address,
+                              options=options, device=args.device)
+        emit(args, report, lambda d: f"Ray wrote {d['rows']} rows to {d['output']}")
+        return 0
+    from bertkit.corpus import rank_device, run_corpus
+    from bertkit.model import load
+
+    if args.shard_rows < 1:
+        raise BertkitError("--shard-rows must be at least 1")
+    model = load(args.model, device=rank_device(args.device))
+    report = run_corpus(model, task, args.input, args.output, text_column=args.text_column, shard_rows=args.shard_rows,
+                        progress=not args.no_progress, options=options)
+    args.compact = report["world_size"] > 1  # one JSON line per rank, so the ranks' reports never interleave
+    emit(args, report, lambda d: (f"rank {d['rank']}/{d['world_size']}: wrote {d['shards_written']} parts "
+                                  f"({d['rows']} rows), skipped {d['shards_skipped']} finished ones, in {d['output']}"))
+    return 0
 
 
 def _add_common(p: argparse.ArgumentParser, model_default: str | None = "minilm") -> None:
@@ -108,6 +161,10 @@ def embed(args: argparse.Namespace) -> int:
     from bertkit.tasks.classify import text_column
     from bertkit.tasks.embeddings import embeddings_payload, write_embeddings
 
+    if _corpus_mode(args):
+        options = {"pooling": args.pooling, "normalize": args.normalize, "max_length": args.max_length,
+                   "batch_tokens": args.batch_tokens}
+        return _run_corpus(args, "embed", options)
     frame = _table(args)
     texts = frame[text_column(frame, args.text_column)].tolist()
     vectors = load_model(args).embed(texts, pooling=args.pooling, normalize=args.normalize,
@@ -193,6 +250,10 @@ def _human_matrix(d: dict) -> str:
 def predict(args: argparse.Namespace) -> int:
     from bertkit.tasks.classify import predict_table, summary, text_column, write_predictions
 
+    if _corpus_mode(args):
+        if args.pair_column:
+            raise BertkitError("--pair-column is not supported in corpus mode yet; use a file --output")
+        return _run_corpus(args, "predict", {"threshold": args.threshold, "batch_tokens": args.batch_tokens})
     frame = _table(args)
     model = load_model(args)
     table, rows = predict_table(model, frame, args.text_column, args.pair_column, args.threshold, args.batch_tokens)
