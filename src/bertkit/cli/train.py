@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +78,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--keep-checkpoints", action="store_true", default=None, help="keep DIR/checkpoints after success")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("data-parallel training",
+                             "--batch-size and --batch-tokens are global: each of N processes trains on 1/N of every "
+                             "batch. For several machines start torchrun yourself: torchrun --nnodes M "
+                             "--nproc-per-node N --node-rank R --rdzv-endpoint HOST:PORT -m bertkit train ...")
+    g.add_argument("--nproc", type=int, default=None,
+                   help="train with N processes on this machine (DDP; one per GPU, or gloo on the CPU); launches torchrun")
     add_json_arg(p)
-    p.set_defaults(func=train)
+    p.set_defaults(func=train, train_parser=p)
 
     p = sub.add_parser("evaluate", help="score a trained classifier on labelled data")
     p.add_argument("--model", "-m", required=True, help="a folder written by `bertkit train` (or any classifier)")
@@ -142,19 +152,33 @@ def resolve_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], Path, b
 
 
 def train(args: argparse.Namespace) -> int:
+    from bertkit.train import distributed
+
+    if getattr(args, "nproc", None) is not None:
+        return launch(args)
+    if distributed.launched_by_torchrun():
+        return train_worker(args)
+    return run_training(args, args.device)
+
+
+def run_training(args: argparse.Namespace, device: str | None) -> int:
+    from bertkit.train import distributed
     from bertkit.train.metrics import format_report
     from bertkit.train.recipes import finetune
 
-    run, output, resume = resolve_arguments(args)
+    # Under DDP rank 0 resolves (it alone may see the run folder; the default name holds a timestamp) and tells the rest.
+    run, output, resume = distributed.on_main(lambda: resolve_arguments(args))
     config = {k: run[k] for k in CONFIG_FIELDS}
     result = finetune(
         run["model"], run["data"], output_dir=output, eval_data=run["eval_data"], test_data=run["test_data"],
         text_column=run["text_column"], label_column=run["label_column"], pair_column=run["pair_column"],
         multi_label=run["multi_label"], drop_invalid=run["drop_invalid"], test_size=run["test_size"],
-        limit=run["limit"], eval_limit=run["eval_limit"], strict=run["strict"], device=args.device, resume=resume,
+        limit=run["limit"], eval_limit=run["eval_limit"], strict=run["strict"], device=device, resume=resume,
         overwrite=args.overwrite, progress=False if args.no_progress else None,
         arguments={k: run[k] for k in RUN_DEFAULTS | SESSION_DEFAULTS}, **config,
     )
+    if not distributed.is_main_process():
+        return 0
     payload = {"output_dir": str(output), "metrics": result.metrics, "test_metrics": result.test_metrics,
                "best": result.best, "steps": result.steps, "stopped_early": result.stopped_early,
                "timings": result.timings}
@@ -173,6 +197,116 @@ def train(args: argparse.Namespace) -> int:
         return "\n".join(lines)
 
     emit(args, payload, human)
+    return 0
+
+
+def train_worker(args: argparse.Namespace) -> int:
+    """One process of a torchrun job: join the process group, train its share, leave; rank 0 alone reports."""
+    from bertkit.train import distributed
+
+    device = distributed.device_for(args.device)
+    distributed.setup(device)
+    quiet = not distributed.is_main_process()
+    if quiet:
+        warnings.simplefilter("ignore")  # rank 0 shows the same warnings once
+    try:
+        return run_training(args, str(device))
+    except distributed.SharedError:
+        if quiet:  # rank 0 reports it
+            return 2
+        raise
+    except KeyboardInterrupt:
+        if quiet:  # rank 0 says where the run stopped
+            return 130
+        raise
+    except BertkitError as e:
+        if quiet:
+            # Another node may lack what rank 0 has (data, model): one line per node, naming the rank.
+            if distributed.local_rank() == 0:
+                print(f"error: [rank {distributed.rank()}] {e}", file=sys.stderr)
+            return 2
+        raise
+    finally:
+        distributed.teardown()
+
+
+def launch(args: argparse.Namespace) -> int:
+    """`bertkit train --nproc N`: check the flags, then start N workers on this machine through torchrun's launcher."""
+    import torch
+
+    from bertkit.device import pick_device
+    from bertkit.train import distributed
+    from bertkit.train.parallel import check_world_size
+    from bertkit.train.trainer import TrainConfig
+
+    n = args.nproc
+    if n < 1:
+        raise BertkitError(f"--nproc must be a positive whole number of processes, not {n}")
+    if distributed.launched_by_torchrun():
+        raise BertkitError("--nproc starts torchrun itself; under torchrun, drop --nproc")
+    # Everything a worker would refuse at once is refused here, as one line, before any process starts.
+    run, output, resume = resolve_arguments(args)
+    TrainConfig(**{k: run[k] for k in CONFIG_FIELDS}).validate()
+    check_world_size(run["batch_size"], n, resuming=resume)
+    device = pick_device(args.device if args.device not in (None, "auto") else
+                         ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "mps":
+        raise BertkitError("data-parallel training runs on CUDA (NCCL) or the CPU (gloo), not MPS; pass --device cpu")
+    if device.type == "cuda":
+        if device.index is not None:
+            raise BertkitError(f"--nproc {n} uses GPUs 0..{n - 1} (or those in CUDA_VISIBLE_DEVICES); pass --device cuda")
+        if n > torch.cuda.device_count():
+            raise BertkitError(f"--nproc {n} needs {n} GPUs but torch sees {torch.cuda.device_count()}; "
+                               f"use --nproc {torch.cuda.device_count()} or fewer")
+    elif "OMP_NUM_THREADS" not in os.environ:  # torchrun would give each CPU worker one thread; share the cores instead
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
+    # The default run folder is named by the clock: name it once here, so the workers use the one announced.
+    pinned = ["--output", str(output)] if not resume and args.output is None else []
+    return _torchrun(["--standalone", "--nnodes", "1", "--nproc-per-node", str(n), "--module", "bertkit", "train",
+                      *worker_argv(args), *pinned])
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The command line the workers get: the user's flags, rebuilt from the parsed ones, minus --nproc."""
+    out: list[str] = []
+    for action in args.train_parser._actions:
+        if not action.option_strings or action.dest in ("help", "nproc"):
+            continue
+        value = getattr(args, action.dest, None)
+        flag = next(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._StoreTrueAction):
+            out += [flag] if value else []
+        elif value is not None and value != action.default:
+            out += [flag, str(value)]
+    return out
+
+
+def _torchrun(argv: list[str]) -> int:
+    """Run torchrun's launcher in this process, turning a worker's failure into an exit code rather than a traceback."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    # The workers print their own errors; torchrun's log lines would repeat them as a wall of text.
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name.startswith(("torch.distributed.run", "torch.distributed.elastic"))]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        run(parse_args(argv))
+    except ChildFailedError as e:
+        failures = sorted(e.failures.items())
+        codes = {f.exitcode for _, f in failures}
+        if codes & {2, 130}:  # a BertkitError or an interrupt: the worker has already said what happened
+            return 130 if 130 in codes else 2
+        rank, first = failures[0]
+        raise BertkitError(f"training process {rank} failed (exit code {first.exitcode}); its messages are above") from None
+    except SignalException:  # Ctrl-C: the workers were told, and rank 0 has said where the run stopped
+        return 130
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
     return 0
 
 

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from bertkit.data import TextDataset, check_splits, load_dataset, stratified_split
 from bertkit.errors import BertkitError
 from bertkit.model import Model, load
+from bertkit.train import distributed
 from bertkit.train.batches import BatchStream, encode_dataset, seed_everything, stratified_subset
 from bertkit.train.loop import predict_logits
 from bertkit.train.record import command_line
@@ -61,7 +62,7 @@ def finetune(
     cfg = dataclasses.replace(config or TrainConfig(), **overrides)
     cfg.validate()
     if output_dir is not None and overwrite and not resume:
-        clear_run_folder(Path(output_dir))
+        distributed.on_main(lambda: clear_run_folder(Path(output_dir)))  # under DDP, rank 0 alone writes the run folder
     if resume and output_dir is None:
         raise BertkitError("resume needs the run's output folder")
     model = model if isinstance(model, Model) else load(model, device=device)
@@ -90,7 +91,7 @@ def finetune(
     splits = {"train": train, "eval": evaluation, **({"test": test} if test is not None else {})}
     problems = check_data(splits)
     for problem in problems:
-        if not strict:
+        if not strict and distributed.is_main_process():  # every rank finds the same problems; one report is enough
             warnings.warn(f"DATA CHECK: {problem}", stacklevel=2)
     if problems and strict:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -106,12 +107,15 @@ def finetune(
     }
     trainer = Trainer(model, train, evaluation, cfg, output_dir=output_dir, test_data=test, progress=progress, record=record)
     if output_dir is not None and not resume:
-        trainer.prepare_output(resume=False)  # refuses a folder holding another run before anything is written
-        if arguments is not None:  # what `bertkit train --resume DIR` reuses
-            write_json(Path(output_dir) / ARGUMENTS_FILE, arguments)
-        write_json(Path(output_dir) / "split.json", {
-            "note": "row numbers in each source (0-based, header not counted)", **split,
-            **{name: {"source": ds.source, "rows": ds.row_ids} for name, ds in splits.items()}})
+        def start_run_folder() -> None:
+            trainer.prepare_output(resume=False)  # refuses a folder holding another run before anything is written
+            if arguments is not None:  # what `bertkit train --resume DIR` reuses
+                write_json(Path(output_dir) / ARGUMENTS_FILE, arguments)
+            write_json(Path(output_dir) / "split.json", {
+                "note": "row numbers in each source (0-based, header not counted)", **split,
+                **{name: {"source": ds.source, "rows": ds.row_ids} for name, ds in splits.items()}})
+
+        distributed.on_main(start_run_folder)
     return trainer.fit(resume=resume)
 
 

@@ -21,11 +21,13 @@ from bertkit.checkpoint import atomic_write
 from bertkit.data import TextDataset
 from bertkit.errors import BertkitError
 from bertkit.model import Model
+from bertkit.train import distributed
 from bertkit.train import state as ckpt
 from bertkit.train.batches import BatchStream, encode_dataset, seed_everything
 from bertkit.train.loop import balanced_class_weights, predict_logits, train_step
 from bertkit.train.metrics import classification_report, format_report, multilabel_report
 from bertkit.train.optim import linear_warmup_decay, make_optimizer, warmup_steps_for
+from bertkit.train.parallel import DataParallel, check_world_size, predict_logits_sharded, seed_rank
 from bertkit.train.record import describe_split, device_info, library_versions
 
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "micro_f1": True, "loss": False}
@@ -120,8 +122,9 @@ class TrainResult:
 class _Interrupt:
     """First Ctrl-C: finish the current step, checkpoint and stop. A second one stops at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
         self.requested = False
+        self.announce = announce
         self._previous = None
 
     def __enter__(self) -> "_Interrupt":
@@ -133,7 +136,8 @@ class _Interrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\ninterrupt: stopping after this step (press Ctrl-C again to stop at once)", file=sys.stderr)
+        if self.announce:
+            print("\ninterrupt: stopping after this step (press Ctrl-C again to stop at once)", file=sys.stderr)
 
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
@@ -174,6 +178,8 @@ class Trainer:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.progress = progress
         self.log = log or (lambda line: print(line, file=sys.stderr))
+        if not distributed.is_main_process():  # under DDP, rank 0 alone speaks and draws the progress bar
+            self.progress, self.log = False, (lambda line: None)
         self.record_extra = dict(record or {})
         self.multi_label = train_data.multi_label
         self.label_names = list(train_data.label_names)
@@ -223,7 +229,10 @@ class Trainer:
         stream = data if isinstance(data, BatchStream) else self._eval_stream(data)
         if stream.labels is None:
             raise BertkitError("evaluation needs labelled data; pass the label column")
-        logits, loss = predict_logits(self.model.network, stream)
+        if distributed.is_distributed():
+            logits, loss = predict_logits_sharded(self.model.network, stream)
+        else:
+            logits, loss = predict_logits(self.model.network, stream)
         return report_from_logits(logits, stream.labels, self.label_names, loss, self.multi_label, self.config.threshold)
 
     # -- training ---------------------------------------------------------------------------------
@@ -233,7 +242,10 @@ class Trainer:
         network = self.model.network
         started = time.perf_counter()
         ckpt_root = self.output_dir / CHECKPOINTS if self.output_dir else None
-        resume_from = self.prepare_output(resume)
+        world = distributed.world_size()
+        if distributed.is_distributed():
+            check_world_size(cfg.batch_size, world, resuming=resume)
+        resume_from = distributed.on_main(lambda: self.prepare_output(resume))  # only rank 0 touches the folder
 
         generator = seed_everything(cfg.seed)
         t0 = time.perf_counter()
@@ -256,7 +268,11 @@ class Trainer:
         if resume_from is not None:
             run = self._restore(resume_from, optimizer, scheduler, generator)
             self.log(f"resuming from {resume_from} at step {run['step']} (epoch {run['epoch'] + 1}, batch {run['batch']})")
+        elif distributed.rank() > 0:  # other dropout masks than rank 0's; rank 0 replays a single process exactly
+            seed_rank(cfg.seed, distributed.rank(), 0)
         self._write_jsonl(run["history"], rewrite=True)
+        # Wrapped after any restore: DDP starts by broadcasting rank 0's weights to the others.
+        ddp = DataParallel(network, self.device) if distributed.is_distributed() else None
 
         data_sha256 = self.train_data.fingerprint() if ckpt_root is not None else None
 
@@ -265,6 +281,11 @@ class Trainer:
                 return None
             state = {**run, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "rng": ckpt.rng_state(generator), "config": cfg.to_dict(), "data_sha256": data_sha256}
+            if ddp is not None:  # every rank's RNGs, so a resume on as many processes replays dropout exactly
+                state["rng_ranks"] = distributed.all_gather_object(state["rng"])
+                state["world_size"] = world
+                if not distributed.is_main_process():
+                    return None
             best_name = run["best"]["checkpoint"] if run["best"] else None
             return ckpt.save_checkpoint(ckpt_root, network, state, keep=(best_name,) if best_name else ())
 
@@ -300,7 +321,7 @@ class Trainer:
         window = {"examples": 0, "tokens": 0, "t": time.perf_counter()}
         network.train()
         try:
-            with _Interrupt() as interrupt:
+            with _Interrupt(announce=distributed.is_main_process()) as interrupt:
                 epoch = run["epoch"]
                 while not run["finished"] and (cfg.max_steps or epoch < cfg.epochs):
                     plan = stream.plan(epoch)
@@ -308,14 +329,20 @@ class Trainer:
                     while pos < len(plan):
                         t_step = time.perf_counter()
                         group = plan[pos:pos + cfg.grad_accum]
-                        batches = [stream.batch(ix) for ix in group]
-                        loss_sum, grad_norm = train_step(network, batches, optimizer, scheduler,
-                                                         max_grad_norm=cfg.max_grad_norm, class_weights=class_weights)
+                        if ddp is None:
+                            batches = [stream.batch(ix) for ix in group]
+                            loss_sum, grad_norm = train_step(network, batches, optimizer, scheduler,
+                                                             max_grad_norm=cfg.max_grad_norm, class_weights=class_weights)
+                            n_tokens = sum(b.num_tokens for b in batches)
+                        else:
+                            loss_sum, grad_norm = ddp.step(stream, group, optimizer, scheduler,
+                                                           max_grad_norm=cfg.max_grad_norm, class_weights=class_weights)
+                            n_tokens = sum(stream.lengths[i] for ix in group for i in ix)  # global, as single-process
                         running += loss_sum
                         pos += len(group)
                         run["step"] += 1
                         run["epoch"], run["batch"] = epoch, pos
-                        n_examples, n_tokens = sum(len(g) for g in group), sum(b.num_tokens for b in batches)
+                        n_examples = sum(len(g) for g in group)
                         run["examples"] += n_examples
                         run["tokens"] += n_tokens
                         window["examples"] += n_examples
@@ -340,15 +367,18 @@ class Trainer:
                         improved = run["best"] is not best_before
                         run["finished"] = done or stop
                         run["stopped_early"] = stop and not done
-                        if (improved or end_of_epoch or run["finished"] or interrupt.requested
+                        stopping = interrupt.requested
+                        if ddp is not None:  # all ranks stop after the same step, or one would wait for the others forever
+                            stopping = distributed.any_true(stopping)
+                        if (improved or end_of_epoch or run["finished"] or stopping
                                 or (cfg.save_every and run["step"] % cfg.save_every == 0)):
                             t = time.perf_counter()
                             saved = save()
                             run["save_s"] = run.get("save_s", 0.0) + time.perf_counter() - t
-                            if saved is not None and (cfg.save_every or interrupt.requested):
+                            if saved is not None and (cfg.save_every or stopping):
                                 self._say(bar, f"checkpoint saved: {saved}")
                         window["t"] += time.perf_counter() - paused
-                        if interrupt.requested and not run["finished"]:
+                        if stopping and not run["finished"]:
                             where = f"; resume with: bertkit train --resume {self.output_dir}" if self.output_dir else ""
                             self.log(f"stopped at step {run['step']}{where}")
                             raise KeyboardInterrupt
@@ -380,6 +410,7 @@ class Trainer:
 
     def _log_train(self, run, running, window, scheduler, grad_norm, epoch_float, bar) -> None:
         # The one host sync of the logging interval: the loss summed on the device since the last one.
+        distributed.all_reduce_sum_(running)  # each rank summed its own shards; the record is the global batch's
         elapsed = max(time.perf_counter() - window["t"], 1e-9)
         loss = float(running) / max(1, window["examples"])
         record = {"step": run["step"], "epoch": round(epoch_float, 4), "split": "train", "loss": loss,
@@ -414,26 +445,42 @@ class Trainer:
         return None
 
     def _restore(self, folder: Path, optimizer, scheduler, generator) -> dict[str, Any]:
-        state = ckpt.load_training_state(folder)
-        saved_cfg = state.get("config", {})
-        current = self.config.to_dict()
-        changed = [k for k in current if k not in TrainConfig.RESUMABLE_CHANGES and saved_cfg.get(k) != current[k]]
-        if changed:
-            diffs = ", ".join(f"{k}: {saved_cfg.get(k)!r} -> {current[k]!r}" for k in changed)
-            raise BertkitError(f"the checkpoint was trained with other settings ({diffs}); resume with the same ones")
-        if state.get("data_sha256") != self.train_data.fingerprint():
-            raise BertkitError(f"the training data differ from those of the checkpoint in {folder}; "
-                               f"resume with the same --data, columns, --limit, --test-size and --seed")
-        ckpt.load_weights(self.model.network, folder)
+        def read() -> dict[str, Any]:
+            state = ckpt.load_training_state(folder)
+            saved_cfg = state.get("config", {})
+            current = self.config.to_dict()
+            changed = [k for k in current if k not in TrainConfig.RESUMABLE_CHANGES and saved_cfg.get(k) != current[k]]
+            if changed:
+                diffs = ", ".join(f"{k}: {saved_cfg.get(k)!r} -> {current[k]!r}" for k in changed)
+                raise BertkitError(f"the checkpoint was trained with other settings ({diffs}); resume with the same ones")
+            if state.get("data_sha256") != self.train_data.fingerprint():
+                raise BertkitError(f"the training data differ from those of the checkpoint in {folder}; "
+                                   f"resume with the same --data, columns, --limit, --test-size and --seed")
+            ckpt.load_weights(self.model.network, folder)  # under DDP the others get them when DDP wraps the network
+            return state
+
+        # Under DDP only rank 0 reads the checkpoint (it need not be on a shared disk) and sends the state round.
+        state = distributed.on_main(read)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(state["rng"], generator)
-        run = {k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "rng", "config", "data_sha256", "version")}
+        me, world, saved_world = distributed.rank(), distributed.world_size(), int(state.get("world_size", 1))
+        if me > 0:
+            ranks = state.get("rng_ranks") or []
+            if saved_world == world and me < len(ranks):
+                ckpt.set_rng_state(ranks[me], generator)
+            else:
+                seed_rank(self.config.seed, me, int(state["step"]))
+        if saved_world != world:
+            self.log(f"the checkpoint was written by {saved_world} process(es) and this run has {world}: the global batches "
+                     f"stay the same; dropout on ranks other than 0 will not replay the original run")
+        drop = ("optimizer", "scheduler", "rng", "rng_ranks", "world_size", "config", "data_sha256", "version")
+        run = {k: v for k, v in state.items() if k not in drop}
         run["resumed_at"] = list(run.get("resumed_at", [])) + [run["step"]]
         return run
 
     def _write_jsonl(self, records: list[dict], rewrite: bool = False) -> None:
-        if self.output_dir is None:
+        if self.output_dir is None or not distributed.is_main_process():
             return
         path = self.output_dir / "metrics.jsonl"
         text = "".join(json.dumps(r) + "\n" for r in records)
@@ -448,10 +495,14 @@ class Trainer:
         network = self.model.network
         best = run["best"]
         if best and cfg.restore_best:
-            if ckpt_root is not None and best.get("checkpoint") and (ckpt_root / best["checkpoint"]).is_dir():
-                ckpt.load_weights(network, ckpt_root / best["checkpoint"])
-            elif self._best_weights is not None:
-                network.load_state_dict(self._best_weights)
+            def load_best() -> None:
+                if ckpt_root is not None and best.get("checkpoint") and (ckpt_root / best["checkpoint"]).is_dir():
+                    ckpt.load_weights(network, ckpt_root / best["checkpoint"])
+                elif self._best_weights is not None:
+                    network.load_state_dict(self._best_weights)
+
+            distributed.on_main(load_best)
+            distributed.broadcast_module(network)  # only rank 0 can read the checkpoint folder
         final = best if (best and cfg.restore_best) else run["last_eval"]
         metrics = {"split": "eval", "step": final["step"], "epoch": final["epoch"], **final["report"]} if final else None
         test_metrics = None
@@ -489,14 +540,15 @@ class Trainer:
             "best": best_public,
             "final_train_loss": train_losses[-1] if train_losses else None,
             "resumed_at_steps": run["resumed_at"],
+            "world_size": distributed.world_size(),
             "versions": library_versions(),
             "device": device_info(self.device),
             "timings": timings,
         }
         result = TrainResult(metrics, test_metrics, run["history"], best_public, run["step"], run["stopped_early"],
                              timings, self.output_dir, record)
-        if self.output_dir is not None:
-            self._write_run_folder(result, ckpt_root)
+        if self.output_dir is not None:  # under DDP every rank waits until rank 0 has written the folder
+            distributed.on_main(lambda: self._write_run_folder(result, ckpt_root))
         return result
 
     def _write_run_folder(self, result: TrainResult, ckpt_root: Path | None) -> None:
