@@ -40,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-seeds", default=None,
                    help="comma-separated training seeds (head init, order, dropout); several give a mean, since "
                         "a short run's accuracy swings by points from seed to seed (default: --seed)")
+    p.add_argument("--bucket-size", type=int, default=64,
+                   help="bertkit: batches' worth of examples sorted by length together; 0 = random batches as transformers")
     p.add_argument("--device", default=None, help="cpu or cuda (default: best available)")
     p.add_argument("--only", choices=["bertkit", "transformers"], default=None, help="run one side only")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -66,7 +68,8 @@ def run_bertkit(args, train, evaluation, device) -> dict:
     model = bertkit.load(args.model, device=device)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
                          warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, max_grad_norm=1.0,
-                         seed=args.seed, metric="accuracy", log_every=25)
+                         seed=args.seed, metric="accuracy", log_every=25,
+                         bucket_size=args.bucket_size)
     t = time.perf_counter()
     result = Trainer(model, train, evaluation, config, progress=False).fit()
     wall = time.perf_counter() - t

@@ -12,20 +12,19 @@ import math
 import warnings
 from dataclasses import dataclass, replace
 from types import MethodType
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from bertkit.attention import AttentionLayout, attend, varlen_attn
+from bertkit.attention import AttentionLayout, attend
 from bertkit.batching import Batch
 from bertkit.errors import BertkitError
 from bertkit.modeling import BertNetwork
 
 __all__ = [
     "Bucketed", "CudaGraphRunner", "bucket_size", "bucket_tokens", "compile_network", "encode_states",
-    "fast_layout", "is_compiled", "is_quantized", "quantize_int8", "uncompile_network",
+    "is_compiled", "is_quantized", "quantize_int8", "uncompile_network",
 ]
 
 IGNORE_LABEL = -100  # F.cross_entropy's default ignore_index: dummy sequences never count in a loss
@@ -113,25 +112,11 @@ def bucket_tokens(
 
 
 # ---------------------------------------------------------------------------------------------
-# A sync-free encoder pass
+# The encoder pass, layer by layer (for callers that build their own layout)
 # ---------------------------------------------------------------------------------------------
-def fast_layout(batch: Batch, force_padded: bool = False) -> AttentionLayout:
-    """The attention layout, without the host sync `AttentionLayout.for_batch` does on CUDA.
-
-    The varlen kernel needs only cu_seqlens and max_seqlen, so on CUDA under bf16/fp16 autocast the
-    padded-view bookkeeping (a device->host `.all()` check per forward) is skipped; everywhere else
-    this is `AttentionLayout.for_batch`.
-    """
-    device = batch.input_ids.device
-    half = device.type == "cuda" and torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") in (torch.bfloat16, torch.float16)
-    if half and varlen_attn is not None and not force_padded:
-        return AttentionLayout(batch.cu_seqlens, batch.max_seqlen, batch.num_sequences, use_varlen=True)
-    return AttentionLayout.for_batch(batch, force_padded=force_padded)
-
-
 def encode_states(network: BertNetwork, batch: Batch, layout: AttentionLayout | None = None) -> torch.Tensor:
     """The last layer's states [T, hidden], like `network(batch)`, with a caller-supplied layout if given."""
-    layout = layout or fast_layout(batch)
+    layout = layout or AttentionLayout.for_batch(batch)
     x = network.encoder.embeddings(batch)
     for layer in network.encoder.layers:
         x = layer(x, layout)
@@ -179,8 +164,7 @@ def compile_network(
     `bucket_tokens` and pass `dynamic=False` to get one specialised graph per bucket (up to
     `max_shapes`); `dynamic=None` lets torch switch to one shape-generic graph after the second
     shape it sees. `mode` is torch.compile's ("max-autotune-no-cudagraphs", ...); for CUDA graphs
-    use `CudaGraphRunner`, which can replay a compiled network. Also makes the encoder's attention
-    layout sync-free on CUDA (see `fast_layout`). Outputs equal the eager network's within float
+    use `CudaGraphRunner`, which can replay a compiled network. Outputs equal the eager network's within float
     rounding (tests hold them to 1e-5 in fp32). Returns `network`.
     """
     if is_compiled(network):
@@ -202,21 +186,10 @@ def compile_network(
         context = attend(q, k, v, layout, a.dropout_p if layer.training else 0.0)
         return after(layer, x, context.reshape(T, hidden))
 
-    def encoder_forward(enc, batch: Batch, all_layers: bool = False, force_padded_attention: bool = False):
-        layout = fast_layout(batch, force_padded_attention)
-        x = enc.embeddings(batch)
-        states = [x]
-        for layer in enc.layers:
-            x = layer(x, layout)
-            if all_layers:
-                states.append(x)
-        return states if all_layers else x
-
     # Instance attributes shadow the class's forward; deleting them restores the eager code.
     encoder.embeddings.forward = MethodType(embeddings_forward, encoder.embeddings)
     for layer in encoder.layers:
         layer.forward = MethodType(layer_forward, layer)
-    encoder.forward = MethodType(encoder_forward, encoder)
     setattr(network, _COMPILED, {"mode": mode, "dynamic": dynamic, "backend": backend})
     return network
 
@@ -347,8 +320,7 @@ class CudaGraphRunner:
         buf = entry.inputs
         static = Batch(buf["input_ids"], buf["token_type_ids"], buf["positions"], buf["cu_seqlens"], L)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=self.device.type == "cuda"):
-            layout = fast_layout(static) if self.device.type == "cuda" else AttentionLayout.for_batch(static)
-            states = encode_states(self.network, static, layout)
+            states = encode_states(self.network, static)
             if self.output == "states":
                 return states
             pooled = self.network.pooler(states.index_select(0, buf["first_index"]))

@@ -7,7 +7,7 @@ never sees padding.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,36 +25,56 @@ _warned_dropout = False
 
 @dataclass
 class AttentionLayout:
-    """What every layer's attention needs to know about the batch, computed once per forward."""
+    """What every layer's attention needs to know about the batch, computed once per forward.
+
+    The varlen kernel needs only `cu_seqlens` and `max_seqlen`. The padded view's bookkeeping
+    (scatter index, key mask, equal-length runs) is built on first use, so the CUDA varlen path never
+    computes it, and so never waits for the GPU in the middle of a forward.
+    """
 
     cu_seqlens: torch.Tensor  # [B+1] int32
     max_seqlen: int
     num_sequences: int
     use_varlen: bool
-    # Padded view only: where each packed token lands in a [B * L] buffer, and which keys are real.
-    scatter_index: torch.Tensor | None = None  # [T]
-    key_mask: torch.Tensor | None = None  # [B, 1, 1, L] bool, True = real token
-    # CPU only: runs of consecutive equal-length sequences as (first token, sequences, length).
-    groups: list[tuple[int, int, int]] | None = None
+    batch: Batch | None = None  # what the padded view is built from
+    _padded: tuple | None = field(default=None, repr=False)
 
     @classmethod
     def for_batch(cls, batch: Batch, force_padded: bool = False) -> "AttentionLayout":
-        device = batch.input_ids.device
-        use_varlen = device.type == "cuda" and varlen_attn is not None and not force_padded
-        layout = cls(batch.cu_seqlens, batch.max_seqlen, batch.num_sequences, use_varlen)
-        lengths = batch.lengths
-        L = batch.max_seqlen
-        seq_of_token = batch.sequence_ids
-        layout.scatter_index = seq_of_token * L + batch.positions
-        if not bool((lengths == L).all()):  # equal lengths need no mask at all
-            layout.key_mask = (torch.arange(L, device=device)[None, :] < lengths[:, None]).view(-1, 1, 1, L)
-            if device.type == "cpu":
-                runs = _equal_length_runs(lengths.tolist())
-                # One SDPA call per run: worth it for length-sorted batches (a few runs), not for
-                # mixed ones, where per-call overhead would outgrow the padding it saves.
-                if len(runs) <= max(8, batch.num_sequences // 16):
-                    layout.groups = runs
-        return layout
+        use_varlen = batch.input_ids.device.type == "cuda" and varlen_attn is not None and not force_padded
+        return cls(batch.cu_seqlens, batch.max_seqlen, batch.num_sequences, use_varlen, batch)
+
+    # Padded view only: where each packed token lands in a [B * L] buffer, and which keys are real.
+    @property
+    def scatter_index(self) -> torch.Tensor:  # [T]
+        return self._padded_view()[0]
+
+    @property
+    def key_mask(self) -> torch.Tensor | None:  # [B, 1, 1, L] bool, True = real token; None: all length L
+        return self._padded_view()[1]
+
+    @property
+    def groups(self) -> list[tuple[int, int, int]] | None:
+        """CPU only: runs of consecutive equal-length sequences as (first token, sequences, length)."""
+        return self._padded_view()[2]
+
+    def _padded_view(self) -> tuple:
+        if self._padded is None:
+            batch, L = self.batch, self.max_seqlen
+            device = batch.input_ids.device
+            lengths = batch.lengths
+            scatter_index = batch.sequence_ids * L + batch.positions
+            key_mask = groups = None
+            if not bool((lengths == L).all()):  # equal lengths need no mask at all
+                key_mask = (torch.arange(L, device=device)[None, :] < lengths[:, None]).view(-1, 1, 1, L)
+                if device.type == "cpu":
+                    runs = _equal_length_runs(lengths.tolist())
+                    # One SDPA call per run: worth it for length-sorted batches (a few runs), not for
+                    # mixed ones, where per-call overhead would outgrow the padding it saves.
+                    if len(runs) <= max(8, batch.num_sequences // 16):
+                        groups = runs
+            self._padded = (scatter_index, key_mask, groups)
+        return self._padded
 
 
 def _equal_length_runs(lengths: list[int]) -> list[tuple[int, int, int]]:
