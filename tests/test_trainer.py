@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bertkit
-from bertkit.data import TextDataset, load_dataset
+from bertkit.data import TextDataset
 from bertkit.errors import BertkitError
 from bertkit.train import TrainConfig, Trainer, evaluate_model, finetune
 

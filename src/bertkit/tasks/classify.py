@@ -12,6 +12,7 @@ import torch
 
 from bertkit.batching import Batch
 from bertkit.errors import BertkitError
+from bertkit.tasks.outputs import checked_output
 
 if TYPE_CHECKING:
     from bertkit.model import Model
@@ -140,12 +141,7 @@ def predict_table(
 
 def write_predictions(table: pd.DataFrame, path: str | Path) -> Path:
     """Write by extension: .csv, .jsonl, .json (a list of objects) or .parquet."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in PREDICTION_FORMATS:
-        raise BertkitError(f"cannot write predictions to '{path.name}'; use a file ending in {', '.join(PREDICTION_FORMATS)}")
-    if not path.parent.exists():
-        raise BertkitError(f"folder {path.parent} does not exist; create it first")
+    path, suffix = checked_output(path, PREDICTION_FORMATS, "predictions")
     if suffix == ".parquet":
         table.to_parquet(path, index=False)
         return path

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from bertkit.batching import Batch
 from bertkit.errors import BertkitError
+from bertkit.tasks.outputs import checked_output
 
 if TYPE_CHECKING:
     from bertkit.model import Model
@@ -69,12 +70,7 @@ def pool(states: torch.Tensor, batch: Batch, how: str) -> torch.Tensor:
 
 def write_embeddings(path: str | Path, vectors: np.ndarray, texts: Sequence[str]) -> Path:
     """Save as .npy (the array), .parquet (text + embedding columns) or .json ({dim, embeddings, texts})."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in EMBEDDING_FORMATS:
-        raise BertkitError(f"cannot write embeddings to '{path.name}'; use a file ending in {', '.join(EMBEDDING_FORMATS)}")
-    if not path.parent.exists():
-        raise BertkitError(f"folder {path.parent} does not exist; create it first")
+    path, suffix = checked_output(path, EMBEDDING_FORMATS, "embeddings")
     if suffix == ".npy":
         np.save(path, vectors)
     elif suffix == ".parquet":
