@@ -272,3 +272,15 @@ def test_evaluate_model_maps_labels_by_name_and_rejects_unknown_ones(tiny, tmp_p
         evaluate_model(out, bad)
     with pytest.raises(BertkitError, match="no classification head"):
         evaluate_model(bertkit.load(tiny.folder, device="cpu"), swapped)  # the base model: no head
+
+
+def test_demo_finetune_trains_evaluates_and_predicts_the_notebook_sentences(tmp_path):
+    from bertkit.train import NOTEBOOK_EXAMPLES, demo_finetune
+
+    result = demo_finetune("minilm", output_dir=tmp_path / "demo", limit=48, eval_limit=32, epochs=1, device="cpu",
+                           progress=False)
+    assert result["train_examples"] == 48 and result["eval_examples"] == 32
+    assert {"accuracy", "macro_f1", "loss"} <= result["metrics"].keys()
+    assert [p["text"] for p in result["predictions"]] == list(NOTEBOOK_EXAMPLES)
+    assert all(p["label"] in ("fresh", "rotten") for p in result["predictions"])
+    assert (tmp_path / "demo" / "metrics.json").exists()
