@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args(argv)
+    from bertkit.cli import one_line_warning
+
+    warnings.showwarning = one_line_warning  # data-check warnings read as the CLI prints them
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+def one_line_warning(message, category, filename, lineno, file=None, line=None):
     # Users need what happened, not where in our source it was noticed.
     print(f"warning: {message}", file=sys.stderr)
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    warnings.showwarning = _one_line_warning
+    warnings.showwarning = one_line_warning
     try:
         return int(args.func(args) or 0)
     except BertkitError as e:
