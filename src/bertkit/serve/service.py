@@ -81,9 +81,9 @@ class Service:
                          f"cannot be served; it serves {serves}. Start the server with a model that has one.")
 
     def embed_max_length(self, requested: int | None = None) -> int:
-        # The same limit Model.embed applies: the request's, else sentence-transformers', else the model's.
-        sentence = self.model.sentence_config.get("max_seq_length")
-        return min(requested or sentence or self.model.max_length, self.model.max_length)
+        from bertkit.tasks.embeddings import embed_max_length
+
+        return embed_max_length(self.model, requested)
 
     def info(self) -> dict:
         m, sentence = self.model, self.model.sentence_config
@@ -145,7 +145,7 @@ class Service:
         return [{"text": t, "masks": r, "truncated": n} for t, r, n in zip(req.texts, results, cut)]
 
     async def similarity(self, req: Any) -> dict:
-        from bertkit.tasks.word_similarity import WordSimilarity, check_layer, cosine, locate
+        from bertkit.tasks.word_similarity import SimilarityMatrix, WordSimilarity, check_layer, cosine, locate
 
         self.require("similarity")
         n = len(req.sentences)
@@ -168,7 +168,7 @@ class Service:
         vectors = await self._submit("similarity", items, {"pooling": req.pooling, "layer": req.layer}, encodings)
         if not req.matrix:
             return WordSimilarity(cosine(vectors[0].vector, vectors[1].vector), vectors[0], vectors[1]).to_dict() | {"truncated": cut}
-        return _matrix(vectors).to_dict() | {"truncated": cut}
+        return SimilarityMatrix.of(vectors).to_dict() | {"truncated": cut}
 
     # -- shared steps ---------------------------------------------------------------------------
     async def _encode(self, texts: Sequence[str], pairs: Sequence[str] | None, limit: int | None) -> list["Encoding"]:
@@ -216,12 +216,3 @@ class Service:
 
         sentences, words, occurrences = (list(x) for x in zip(*items))
         return word_vectors(self.model, sentences, words, occurrences, o["pooling"], o["layer"], self.max_batch_tokens)
-
-
-def _matrix(vectors: list) -> Any:
-    """The similarity matrix of word vectors computed in a merged batch, exactly as Model.similarity_matrix builds it."""
-    from bertkit.tasks.word_similarity import SimilarityMatrix, context_label
-
-    stacked = np.stack([v.vector for v in vectors]).astype(np.float64)
-    unit = stacked / np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
-    return SimilarityMatrix((unit @ unit.T).astype(np.float32), [context_label(v) for v in vectors], vectors)

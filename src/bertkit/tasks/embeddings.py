@@ -41,7 +41,7 @@ def embed(
     if pooling not in POOLINGS:
         raise BertkitError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")
     normalize = bool(config.get("normalize", False)) if normalize is None else bool(normalize)
-    limit = min(max_length or config.get("max_seq_length") or model.max_length, model.max_length)
+    limit = embed_max_length(model, max_length)
     texts = [texts] if isinstance(texts, str) else texts
     encodings = model.encode(texts, max_length=limit)
     warn_truncated(encodings, limit)
@@ -66,6 +66,11 @@ def pool(states: torch.Tensor, batch: Batch, how: str) -> torch.Tensor:
     sums = states.new_zeros(batch.num_sequences, states.shape[1]).index_add_(0, seq, states)
     lengths = batch.lengths.to(states.dtype)[:, None]
     return sums / (lengths.sqrt() if how == "mean_sqrt_len" else lengths)
+
+
+def embed_max_length(model: "Model", requested: int | None = None) -> int:
+    """Tokens kept per text: the request's limit, else the sentence-transformers config's, never past the model's."""
+    return min(requested or model.sentence_config.get("max_seq_length") or model.max_length, model.max_length)
 
 
 def write_embeddings(path: str | Path, vectors: np.ndarray, texts: Sequence[str]) -> Path:

@@ -67,6 +67,13 @@ class SimilarityMatrix:
     labels: list[str]
     vectors: list[WordVector]
 
+    @classmethod
+    def of(cls, vectors: list[WordVector]) -> "SimilarityMatrix":
+        """Every pair's cosine, computed in float64 and kept as float32."""
+        stacked = np.stack([v.vector for v in vectors]).astype(np.float64)
+        unit = stacked / np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
+        return cls((unit @ unit.T).astype(np.float32), [context_label(v) for v in vectors], vectors)
+
     def to_dict(self) -> dict:
         return {"labels": self.labels, "matrix": self.matrix.tolist(), "words": [v.to_dict() for v in self.vectors]}
 
@@ -131,11 +138,7 @@ def similarity_matrix(
     sentences = list(sentences)
     words = _per_sentence(word, len(sentences), "word")
     occurrences = _per_sentence(occurrence, len(sentences), "occurrence")
-    vectors = word_vectors(model, sentences, words, occurrences, pooling, layer)
-    stacked = np.stack([v.vector for v in vectors]).astype(np.float64)
-    unit = stacked / np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
-    labels = [context_label(v) for v in vectors]
-    return SimilarityMatrix((unit @ unit.T).astype(np.float32), labels, vectors)
+    return SimilarityMatrix.of(word_vectors(model, sentences, words, occurrences, pooling, layer))
 
 
 # -- finding the word -------------------------------------------------------------------------
