@@ -75,6 +75,12 @@ class Batch:
         return list(torch.split(values, self.lengths.tolist()))
 
 
+def labels_to_tensor(labels: Sequence, device: torch.device | str | None = None) -> torch.Tensor:
+    """Class ids as int64; multi-label rows (one 0/1 list per example) as float32, as BCE wants them."""
+    dtype = torch.float32 if isinstance(labels[0], (list, tuple)) else torch.long
+    return torch.tensor(list(labels), dtype=dtype, device=device)
+
+
 def pack(
     ids: Sequence[Sequence[int]],
     type_ids: Sequence[Sequence[int]] | None = None,
@@ -91,13 +97,7 @@ def pack(
     for n in lengths:
         cu.append(cu[-1] + n)
     positions = torch.cat([torch.arange(n) for n in lengths])
-    label_tensor = None
-    if labels is not None:
-        first = labels[0]
-        if isinstance(first, (list, tuple)):
-            label_tensor = torch.tensor(labels, dtype=torch.float32)
-        else:
-            label_tensor = torch.tensor(labels, dtype=torch.long)
+    label_tensor = None if labels is None else labels_to_tensor(labels)
     return Batch(
         input_ids=torch.tensor(flat, dtype=torch.long),
         token_type_ids=torch.tensor(flat_types, dtype=torch.long),

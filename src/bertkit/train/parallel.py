@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from bertkit.batching import labels_to_tensor
 from bertkit.device import autocast
 from bertkit.errors import BertkitError
 from bertkit.modeling import BertNetwork
@@ -90,8 +91,7 @@ class DataParallel:
         weights = class_weights.to(self.device) if class_weights is not None else None
         # Every rank knows every label of the group, so the global normaliser needs no communication.
         labels = [stream.labels[i] for indices in group for i in indices]
-        dtype = torch.float32 if isinstance(labels[0], (list, tuple)) else torch.long
-        total = example_weight(torch.tensor(labels, dtype=dtype, device=self.device), weights)
+        total = example_weight(labels_to_tensor(labels, self.device), weights)
         shards = [shard(indices, self.rank, self.world_size) for indices in group]
         loss_sum = torch.zeros((), device=self.device)
         for k, (indices, real) in enumerate(shards):
@@ -132,8 +132,7 @@ def predict_logits_sharded(network: BertNetwork, stream: BatchStream) -> tuple[t
         out[r::world] = rows
     loss = None
     if stream.labels is not None:  # from the gathered logits, so every rank reports the very same number
-        dtype = torch.float32 if isinstance(stream.labels[0], (list, tuple)) else torch.long
-        loss = float(classification_loss(out, torch.tensor(list(stream.labels), dtype=dtype), reduction="sum")) / n
+        loss = float(classification_loss(out, labels_to_tensor(stream.labels), reduction="sum")) / n
     return out, loss
 
 
