@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # One lent-GPU session: the CUDA tests, then bench_gpu.py, logs under $OUT (or ./gpu_out).
+# Environment knobs: TESTS (test files), BENCH_ARGS (e.g. "--repeats 3 --only ..."), PROFILE_ARGS
+# (runs profile_gpu.py with them when set), and TEST_/BENCH_/PROFILE_TIMEOUT in seconds.
 #
 # Runs under the GPU image's own python3 (its torch and transformers), from the repository root.
 # The bundled MiniLM weights are too big to ship there, so the tests get a MiniLM-shaped folder with
@@ -30,8 +32,15 @@ transformers.BertModel(config).save_pretrained(folder)
 print("stand-in MiniLM written:", folder)
 EOF
 
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_parity.py tests/test_accel.py tests/test_device.py 2>&1 | tee "$OUT/pytest.log"
+# Overridable: which test files, the benchmark's arguments, and an optional profile afterwards.
+TESTS=${TESTS:-tests/test_cuda.py tests/test_parity.py tests/test_accel.py tests/test_device.py}
+timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider $TESTS 2>&1 | tee "$OUT/pytest.log"
 echo "pytest exit ${PIPESTATUS[0]}"
 
-timeout "${BENCH_TIMEOUT:-420}" python3 benchmarks/bench_gpu.py --json "$OUT/gpu.json" 2>&1 | tee "$OUT/bench_gpu.log"
+timeout "${BENCH_TIMEOUT:-420}" python3 benchmarks/bench_gpu.py --json "$OUT/gpu.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_gpu.log"
 echo "bench_gpu exit ${PIPESTATUS[0]}"
+
+if [ -n "${PROFILE_ARGS:-}" ]; then
+    timeout "${PROFILE_TIMEOUT:-120}" python3 benchmarks/profile_gpu.py $PROFILE_ARGS 2>&1 | tee "$OUT/profile.log"
+    echo "profile exit ${PIPESTATUS[0]}"
+fi

@@ -102,6 +102,39 @@ def test_compiled_training_gradients_match_eager(tiny_cls_dir):
         assert (a.grad - b.grad).abs().max().item() < TOL, name
 
 
+def test_linear_weights_cast_once_give_autocasts_numbers_bit_for_bit(tiny_cls):
+    """Storing Linear weights in bf16 is what bf16 autocast does every forward: outputs must be identical."""
+    batch = labelled_batch([5, 40, 17])
+    cast = accel.cast_linear_weights(copy.deepcopy(tiny_cls))
+    assert accel.linear_weights_dtype(cast) == torch.bfloat16 and accel.linear_weights_dtype(tiny_cls) is None
+    assert cast.encoder.layers[0].ffn.up.weight.dtype == torch.bfloat16
+    assert cast.encoder.embeddings.norm.weight.dtype == torch.float32  # LayerNorms stay fp32, as under autocast
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want_states, want_logits = tiny_cls(batch), tiny_cls.classify(batch)
+        got_states, got_logits = cast(batch), cast.classify(batch)
+    assert torch.equal(got_states, want_states) and torch.equal(got_logits, want_logits)
+    with torch.no_grad():
+        assert (want_states.float() - tiny_cls(batch)).abs().max().item() > 1e-4  # bf16 really ran
+
+
+def test_compiled_bf16_inference_path_matches_eager_autocast(tiny_cls):
+    """The GPU benchmark's inference path (bf16 weights, compiled blocks, bf16 autocast) run on the CPU:
+    within bf16 rounding of the eager autocast network, and the layer outputs all come back."""
+    batch = accel.bucket_tokens(labelled_batch([5, 40, 17]), 64)
+    fast = accel.compile_network(accel.cast_linear_weights(copy.deepcopy(tiny_cls)), dynamic=False)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = tiny_cls.classify(batch.batch).float()
+        got = fast.classify(batch.batch).float()
+        layers = fast(batch.batch, all_layers=True)
+    assert (got - want).abs().max().item() < 3e-2
+    assert len(layers) == tiny_cls.config.num_hidden_layers + 1
+
+
+def test_cast_linear_weights_refuses_a_network_in_training_mode(tiny_cls_dir):
+    with pytest.raises(Exception, match="inference"):
+        accel.cast_linear_weights(load_network(tiny_cls_dir).train())
+
+
 @pytest.mark.parametrize("output", ["states", "pooled", "logits"])
 def test_static_shape_runner_matches_eager_on_cpu(tiny_cls, output):
     """The CUDA-graph runner's fixed-shape inputs (dummy and empty sequences) change nothing; run eagerly off CUDA."""
@@ -145,6 +178,23 @@ def test_cuda_graph_replay_matches_eager_bf16(minilm_dir):
         got = runner(batch).float()
         assert (got - want).abs().max().item() < 5e-2
         assert F.cosine_similarity(got, want).min().item() > 0.999
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fast_inference_path_on_cuda_matches_eager_bf16(minilm_dir):
+    """bench_gpu.py's fastest inference path: bf16-stored weights (bit-identical under autocast),
+    inductor-compiled blocks, CUDA-graph replay; within bf16 rounding of the eager network."""
+    eager = load_network(minilm_dir).cuda().eval()
+    cast = accel.cast_linear_weights(copy.deepcopy(eager))
+    batch = packed(*random_sequences([1, 7, 300, 64, 33], seed=9)).to("cuda")
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        want = eager(batch).float()
+        assert torch.equal(cast(batch).float(), want)
+    runner = accel.CudaGraphRunner(accel.compile_network(cast, dynamic=False), output="states", token_multiple=512)
+    got = runner(batch).float()
+    assert (got - want).abs().max().item() < 5e-2
+    assert F.cosine_similarity(got, want).min().item() > 0.999
 
 
 def test_int8_is_opt_in_close_and_flagged(minilm_dir):

@@ -1,8 +1,9 @@
 """Opt-in acceleration for the encoder: token-count bucketing, torch.compile of the dense blocks, CUDA graphs, CPU int8.
 
-Nothing here changes modeling.py. `compile_network` swaps in compiled forwards on one network
-instance (undo with `uncompile_network`); `CudaGraphRunner` replays captured CUDA graphs for
-inference; `quantize_int8` returns a *copy* whose Linear layers run int8 dynamic quantization,
+Nothing here changes modeling.py. `compile_network` swaps in a compiled encoder forward on one
+network instance (undo with `uncompile_network`); `cast_linear_weights` stores the Linear weights
+in the autocast dtype once instead of every forward (same numbers); `CudaGraphRunner` replays
+captured CUDA graphs for inference; `quantize_int8` returns a *copy* whose Linear layers run int8 dynamic quantization,
 which changes the numbers and is therefore flagged (`is_quantized`) and never applied implicitly.
 """
 from __future__ import annotations
@@ -23,13 +24,14 @@ from bertkit.errors import BertkitError
 from bertkit.modeling import BertNetwork
 
 __all__ = [
-    "Bucketed", "CudaGraphRunner", "bucket_size", "bucket_tokens", "compile_network", "encode_states",
-    "is_compiled", "is_quantized", "quantize_int8", "uncompile_network",
+    "Bucketed", "CudaGraphRunner", "bucket_size", "bucket_tokens", "cast_linear_weights", "compile_network",
+    "is_compiled", "is_quantized", "linear_weights_dtype", "quantize_int8", "uncompile_network",
 ]
 
 IGNORE_LABEL = -100  # F.cross_entropy's default ignore_index: dummy sequences never count in a loss
 _COMPILED = "_bertkit_compiled"
 _QUANTIZED = "_bertkit_quantized"
+_LINEAR_DTYPE = "_bertkit_linear_dtype"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,32 +114,36 @@ def bucket_tokens(
 
 
 # ---------------------------------------------------------------------------------------------
-# The encoder pass, layer by layer (for callers that build their own layout)
-# ---------------------------------------------------------------------------------------------
-def encode_states(network: BertNetwork, batch: Batch, layout: AttentionLayout | None = None) -> torch.Tensor:
-    """The last layer's states [T, hidden], like `network(batch)`, with a caller-supplied layout if given."""
-    layout = layout or AttentionLayout.for_batch(batch)
-    x = network.encoder.embeddings(batch)
-    for layer in network.encoder.layers:
-        x = layer(x, layout)
-    return x
-
-
-# ---------------------------------------------------------------------------------------------
 # torch.compile of the dense blocks
 # ---------------------------------------------------------------------------------------------
-# Module-level functions taking the module as an argument: every layer shares one compiled graph
-# per (shape, mode) instead of compiling twelve copies.
-def _embed(emb: nn.Module, input_ids: torch.Tensor, positions: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-    x = emb.word(input_ids) + emb.position(positions) + emb.token_type(token_type_ids)
-    return emb.dropout(emb.norm(x))
+# Module-level functions taking modules as arguments: every layer shares one compiled graph per
+# (shape, mode) instead of compiling twelve copies (dynamo turns the parameters into graph inputs).
+#
+# The graphs are cut around attention, so each one runs from one layer's attention output to the
+# next layer's QKV projection: the residual stream's cast for that matmul fuses into the LayerNorm
+# that produces it, instead of costing an eager pass over the activations per layer.
+def _split_heads(attention: nn.Module, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    T = qkv.shape[0]
+    return qkv.view(T, 3, attention.num_heads, attention.head_dim).unbind(dim=1)
 
 
-def _after_attention(layer: nn.Module, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    # Out-projection, dropout, residual, LayerNorm, FFN (bias+GELU fused), dropout, residual, LayerNorm:
-    # the same post-LN arithmetic as modeling.Layer.forward, as one graph so the pointwise work fuses.
+def _embed_then_qkv(emb: nn.Module, first: nn.Module, input_ids: torch.Tensor, positions: torch.Tensor,
+                    token_type_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = emb.dropout(emb.norm(emb.word(input_ids) + emb.position(positions) + emb.token_type(token_type_ids)))
+    return x, first.attention.qkv(x)
+
+
+def _layer_tail(layer: nn.Module, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    # Out-projection, dropout, residual, LayerNorm, FFN, dropout, residual, LayerNorm: the same
+    # post-LN arithmetic as modeling.Layer.forward.
     x = layer.attention_norm(x + layer.dropout(layer.attention.out(context)))
     return layer.ffn_norm(x + layer.dropout(layer.ffn(x)))
+
+
+def _layer_tail_then_qkv(layer: nn.Module, following: nn.Module, x: torch.Tensor,
+                         context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = _layer_tail(layer, x, context)
+    return x, following.attention.qkv(x)
 
 
 def _raise_recompile_limit(at_least: int) -> None:
@@ -157,54 +163,81 @@ def compile_network(
     backend: str = "inductor",
     max_shapes: int = 64,
 ) -> BertNetwork:
-    """Compile the embeddings and each layer's dense parts in place; attention stays eager in between.
+    """Compile the encoder's dense blocks in place; attention stays eager in between.
 
     Attention is left out of the graphs because its shape facts (number of sequences, longest
     sequence) change every batch while the dense blocks only see [T, hidden]. Bucket T with
     `bucket_tokens` and pass `dynamic=False` to get one specialised graph per bucket (up to
     `max_shapes`); `dynamic=None` lets torch switch to one shape-generic graph after the second
-    shape it sees. `mode` is torch.compile's ("max-autotune-no-cudagraphs", ...); for CUDA graphs
-    use `CudaGraphRunner`, which can replay a compiled network. Outputs equal the eager network's within float
-    rounding (tests hold them to 1e-5 in fp32). Returns `network`.
+    shape it sees. `mode` is torch.compile's: "max-autotune-no-cudagraphs" lets inductor write
+    its own matmuls with the bias and GELU fused in (slow to compile: keep the shapes few); for
+    CUDA graphs use `CudaGraphRunner`, which can replay a compiled network. Outputs equal the
+    eager network's within float rounding (tests hold them to 1e-5 in fp32). Returns `network`.
     """
     if is_compiled(network):
         return network
     if dynamic is False:
         _raise_recompile_limit(max_shapes)
     compile = lambda fn: torch.compile(fn, mode=mode, dynamic=dynamic, backend=backend)  # noqa: E731
-    embed, after = compile(_embed), compile(_after_attention)
-    encoder = network.encoder
+    embed, tail, tail_then_qkv = compile(_embed_then_qkv), compile(_layer_tail), compile(_layer_tail_then_qkv)
 
-    def embeddings_forward(emb, batch: Batch) -> torch.Tensor:
-        return embed(emb, batch.input_ids, batch.positions, batch.token_type_ids)
+    def encoder_forward(encoder, batch: Batch, all_layers: bool = False, force_padded_attention: bool = False):
+        layout = AttentionLayout.for_batch(batch, force_padded=force_padded_attention)
+        layers = encoder.layers
+        x, qkv = embed(encoder.embeddings, layers[0], batch.input_ids, batch.positions, batch.token_type_ids)
+        states = [x]
+        for i, layer in enumerate(layers):
+            a = layer.attention
+            context = attend(*_split_heads(a, qkv), layout, a.dropout_p if layer.training else 0.0)
+            context = context.reshape(x.shape[0], -1)
+            if i + 1 < len(layers):
+                x, qkv = tail_then_qkv(layer, layers[i + 1], x, context)
+            else:
+                x = tail(layer, x, context)
+            if all_layers:
+                states.append(x)
+        return states if all_layers else x
 
-    def layer_forward(layer, x: torch.Tensor, layout: AttentionLayout) -> torch.Tensor:
-        a = layer.attention
-        T, hidden = x.shape
-        # The QKV projection is one matmul with nothing to fuse, so it stays eager.
-        q, k, v = a.qkv(x).view(T, 3, a.num_heads, a.head_dim).unbind(dim=1)
-        context = attend(q, k, v, layout, a.dropout_p if layer.training else 0.0)
-        return after(layer, x, context.reshape(T, hidden))
-
-    # Instance attributes shadow the class's forward; deleting them restores the eager code.
-    encoder.embeddings.forward = MethodType(embeddings_forward, encoder.embeddings)
-    for layer in encoder.layers:
-        layer.forward = MethodType(layer_forward, layer)
+    # An instance attribute shadows the class's forward; deleting it restores the eager code.
+    network.encoder.forward = MethodType(encoder_forward, network.encoder)
     setattr(network, _COMPILED, {"mode": mode, "dynamic": dynamic, "backend": backend})
     return network
 
 
 def uncompile_network(network: BertNetwork) -> BertNetwork:
     """Undo `compile_network`: the network runs modeling.py's eager code again."""
-    encoder = network.encoder
-    for module in [encoder, encoder.embeddings, *encoder.layers]:
-        module.__dict__.pop("forward", None)
+    network.encoder.__dict__.pop("forward", None)
     network.__dict__.pop(_COMPILED, None)
     return network
 
 
 def is_compiled(network: nn.Module) -> bool:
     return _COMPILED in network.__dict__
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear weights stored in the autocast dtype (inference)
+# ---------------------------------------------------------------------------------------------
+def cast_linear_weights(network: BertNetwork, dtype: torch.dtype = torch.bfloat16) -> BertNetwork:
+    """Store every nn.Linear's weight and bias in `dtype`, in place, for inference under `dtype` autocast.
+
+    Autocast rounds each fp32 weight to `dtype` on every forward (one kernel per matrix); doing it
+    once gives the same numbers, bit for bit, without those kernels. Embeddings and LayerNorms stay
+    fp32, as autocast computes them. The network then needs autocast (or `dtype` inputs) and must
+    not be trained: its fp32 weights are gone, so reload the checkpoint to train. Returns `network`.
+    """
+    if network.training:
+        raise BertkitError("cast_linear_weights is for inference: call network.eval() first (training needs fp32 weights)")
+    for module in network.modules():
+        if isinstance(module, nn.Linear):
+            module.to(dtype)
+    setattr(network, _LINEAR_DTYPE, dtype)
+    return network
+
+
+def linear_weights_dtype(network: nn.Module) -> torch.dtype | None:
+    """The dtype `cast_linear_weights` stored the Linear weights in, or None if it was not applied."""
+    return network.__dict__.get(_LINEAR_DTYPE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +353,7 @@ class CudaGraphRunner:
         buf = entry.inputs
         static = Batch(buf["input_ids"], buf["token_type_ids"], buf["positions"], buf["cu_seqlens"], L)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=self.device.type == "cuda"):
-            states = encode_states(self.network, static)
+            states = self.network.encoder(static)
             if self.output == "states":
                 return states
             pooled = self.network.pooler(states.index_select(0, buf["first_index"]))
