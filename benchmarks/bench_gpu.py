@@ -278,6 +278,23 @@ class Bench:
         del net, opt
         self.free()
 
+    def ours_dynamic_infer(self, name: str):
+        """`Model.compile()`'s path: shape-generic compiled blocks, fp32 weights under autocast, no bucketing."""
+        from bertkit import accel
+
+        items = packed_batches(self.lens, self.seqs, self.labels, self.infer_tokens, shuffle=False)
+        if self.device.type == "cuda":
+            items = [(i, b.pin_memory()) for i, b in items]
+        net = accel.compile_network(our_network(self.cfg, self.hf_state, self.device).eval(), dynamic=True, backend=self.backend)
+
+        def step(x):
+            with torch.inference_mode(), self.autocast():
+                return net.classify(x[1].to(self.device, non_blocking=True))
+
+        self.measure(name, "infer", step, items, {"batch_tokens": self.infer_tokens, "compile_mode": "dynamic"})
+        del net
+        self.free()
+
     def ours_infer(self, name: str, compiled: bool, graphs: bool, mode: str | None = None, pure_bf16: bool = False):
         """Eager: the network as loaded. Compiled: Linear weights stored in bf16 once (same numbers
         under autocast), dense blocks compiled with `mode`, every batch grown to the one budget shape.
@@ -386,7 +403,7 @@ class Bench:
 VARIANTS = ["hf_grouped_train", "hf_pad8_train", "hf_pad512_train", "ours_eager_train", "ours_compiled_train",
             "hf_grouped_infer", "hf_pad8_infer", "hf_pad512_infer", "ours_eager_infer", "ours_compiled_infer",
             "ours_graph_infer", "ours_compiled_graph_infer", "ours_autotune_infer", "ours_autotune_graph_infer",
-            "ours_pure_bf16_infer"]
+            "ours_pure_bf16_infer", "ours_dynamic_infer"]
 AUTOTUNE = "max-autotune-no-cudagraphs"  # inductor's own matmul templates, bias+GELU fused into their epilogue
 
 
@@ -423,6 +440,7 @@ def run(small: bool = False, n: int | None = None, only: list[str] | None = None
         "ours_autotune_infer": lambda: bench.ours_infer("ours_autotune_infer", compiled=True, graphs=False, mode=AUTOTUNE),
         "ours_autotune_graph_infer": lambda: bench.ours_infer("ours_autotune_graph_infer", compiled=True, graphs=True,
                                                               mode=AUTOTUNE),
+        "ours_dynamic_infer": lambda: bench.ours_dynamic_infer("ours_dynamic_infer"),
         "ours_pure_bf16_infer": lambda: bench.ours_infer("ours_pure_bf16_infer", compiled=True, graphs=False,
                                                          mode=AUTOTUNE, pure_bf16=True),
     }

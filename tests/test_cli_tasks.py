@@ -134,3 +134,11 @@ def test_predict_file_to_file_keeps_every_row(capsys, tmp_path, tiny_cls_dir):
     assert code == 2 and "--text-column" in err
     code, _, err = run(capsys, "predict", "--model", "minilm", "x")
     assert code == 2 and "bertkit train" in err and err.count("\n") == 1
+
+
+def test_compile_flag_compiles_and_changes_no_answer(capsys, tiny_cls_dir):
+    code, out, _ = run(capsys, "predict", "a fine film", "a dull film", "--model", tiny_cls_dir, "--compile", "--json")
+    want = bertkit.load(tiny_cls_dir, device="cpu").predict(["a fine film", "a dull film"])
+    rows = json.loads(out)
+    assert code == 0 and [r["label"] for r in rows] == [r["label"] for r in want]
+    assert all(abs(r["scores"][k] - w["scores"][k]) < 1e-5 for r, w in zip(rows, want) for k in w["scores"])

@@ -39,3 +39,11 @@ def test_trainer_learns_on_cuda_with_bf16_autocast(tiny_base_dir):
     result = Trainer(model, train, evaluation, config, progress=False).fit()
     assert next(model.network.parameters()).device.type == "cuda"
     assert result.metrics["accuracy"] >= 0.9
+
+
+def test_compiled_model_on_cuda_matches_eager_for_any_batch_shape(minilm_dir):
+    eager, fast = bertkit.load(minilm_dir, device="cuda"), bertkit.load(minilm_dir, device="cuda").compile()
+    for budget in (256, 4096):
+        for want, got in zip(eager.hidden_states(TEXTS, batch_tokens=budget), fast.hidden_states(TEXTS, batch_tokens=budget)):
+            assert torch.nn.functional.cosine_similarity(got, want).min().item() > 0.999
+            assert (got - want).abs().max().item() < 5e-2

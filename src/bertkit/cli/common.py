@@ -10,10 +10,13 @@ from typing import Any, Callable
 from bertkit.errors import BertkitError
 
 
-def add_model_args(parser: argparse.ArgumentParser, default: str | None = "minilm") -> None:
+def add_model_args(parser: argparse.ArgumentParser, default: str | None = "minilm", runs_network: bool = True) -> None:
     parser.add_argument("--model", "-m", default=default, required=default is None,
                         help="bundled alias, local folder or hub id" + (f" (default: {default})" if default else ""))
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
+    if runs_network:
+        parser.add_argument("--compile", action="store_true",
+                            help="torch.compile the network first: ~20%% faster on CUDA for long runs, no gain on the CPU")
 
 
 def add_json_arg(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +26,8 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
 def load_model(args: argparse.Namespace):
     from bertkit.model import load
 
-    return load(args.model, device=args.device)
+    model = load(args.model, device=args.device)
+    return model.compile() if getattr(args, "compile", False) else model
 
 
 def emit(args: argparse.Namespace, payload: Any, human: Callable[[Any], str] | None = None) -> None:

@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", help="a text file, one text per line ('-' for stdin)")
     p.add_argument("--pair", help="a second text, tokenized as a pair with every TEXT")
     p.add_argument("--max-length", type=int, default=None, help="truncate to this many tokens (reported)")
-    add_model_args(p)
+    add_model_args(p, runs_network=False)
     add_json_arg(p)
     p.set_defaults(func=tokenize)
 

@@ -98,7 +98,7 @@ def _run_corpus(args: argparse.Namespace, task: str, options: dict) -> int:
 
         report = run_with_ray(args.input, args.output, task=task, model=args.model, text_column=args.text_column or "text",
                               concurrency=args.concurrency, num_gpus=args.num_gpus, address=args.ray_address,
-                              options=options, device=args.device)
+                              options=options, device=args.device, compile=args.compile)
         emit(args, report, lambda d: f"Ray wrote {d['rows']} rows to {d['output']}")
         return 0
     from bertkit.corpus import rank_device, run_corpus
@@ -107,6 +107,8 @@ def _run_corpus(args: argparse.Namespace, task: str, options: dict) -> int:
     if args.shard_rows < 1:
         raise BertkitError("--shard-rows must be at least 1")
     model = load(args.model, device=rank_device(args.device))
+    if args.compile:
+        model.compile()
     report = run_corpus(model, task, args.input, args.output, text_column=args.text_column, shard_rows=args.shard_rows,
                         progress=not args.no_progress, options=options)
     args.compact = report["world_size"] > 1  # one JSON line per rank, so the ranks' reports never interleave
