@@ -284,3 +284,14 @@ def test_demo_finetune_trains_evaluates_and_predicts_the_notebook_sentences(tmp_
     assert [p["text"] for p in result["predictions"]] == list(NOTEBOOK_EXAMPLES)
     assert all(p["label"] in ("fresh", "rotten") for p in result["predictions"])
     assert (tmp_path / "demo" / "metrics.json").exists()
+
+
+def test_a_compiled_model_fine_tunes_and_saves(tiny_base_dir, tmp_path):
+    """Model.compile() promises training and saving as before: the compiled blocks learn, the folder reloads."""
+    model = bertkit.load(tiny_base_dir, device="cpu").compile()
+    train, evaluation = dataset(sentiment_rows(160, 1)), dataset(sentiment_rows(60, 2))
+    result = Trainer(model, train, evaluation, TrainConfig(epochs=3, **FAST), output_dir=tmp_path / "run", progress=False).fit()
+    assert result.metrics["accuracy"] >= 0.9
+    reloaded = bertkit.load(tmp_path / "run", device="cpu")
+    texts = [t for t, _ in sentiment_rows(20, 3)]
+    assert [r["label"] for r in reloaded.predict(texts)] == [r["label"] for r in model.predict(texts)]
