@@ -135,6 +135,24 @@ def test_cast_linear_weights_refuses_a_network_in_training_mode(tiny_cls_dir):
         accel.cast_linear_weights(load_network(tiny_cls_dir).train())
 
 
+def test_a_cast_network_can_be_neither_saved_nor_trained(tiny_cls_dir, tmp_path):
+    """Its fp32 weights are gone: saving would write the rounded copy, training would update it."""
+    import bertkit
+    from bertkit.checkpoint import save_network
+    from bertkit.data import TextDataset
+    from bertkit.errors import BertkitError
+    from bertkit.train import Trainer
+
+    model = bertkit.load(tiny_cls_dir, device="cpu")
+    accel.cast_linear_weights(model.network)
+    with pytest.raises(BertkitError, match="load the checkpoint again"):
+        save_network(model.network, tmp_path / "out")
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+    data = TextDataset(["good", "bad"], [0, 1], model.labels[:2] or ["a", "b"], source="two rows")
+    with pytest.raises(BertkitError, match="load the checkpoint again"):
+        Trainer(model, data, progress=False)
+
+
 @pytest.mark.parametrize("output", ["states", "pooled", "logits"])
 def test_static_shape_runner_matches_eager_on_cpu(tiny_cls, output):
     """The CUDA-graph runner's fixed-shape inputs (dummy and empty sequences) change nothing; run eagerly off CUDA."""

@@ -3,8 +3,9 @@
 Nothing here changes modeling.py. `compile_network` swaps in a compiled encoder forward on one
 network instance (undo with `uncompile_network`); `cast_linear_weights` stores the Linear weights
 in the autocast dtype once instead of every forward (same numbers); `CudaGraphRunner` replays
-captured CUDA graphs for inference; `quantize_int8` returns a *copy* whose Linear layers run int8 dynamic quantization,
-which changes the numbers and is therefore flagged (`is_quantized`) and never applied implicitly.
+captured CUDA graphs for inference; `quantize_int8` returns a *copy* whose Linear layers run int8
+dynamic quantization, which changes the numbers and is therefore flagged (`is_quantized`) and
+never applied implicitly.
 """
 from __future__ import annotations
 
@@ -169,9 +170,10 @@ def compile_network(
     sequence) change every batch while the dense blocks only see [T, hidden]. Bucket T with
     `bucket_tokens` and pass `dynamic=False` to get one specialised graph per bucket (up to
     `max_shapes`); `dynamic=None` lets torch switch to one shape-generic graph after the second
-    shape it sees. `mode` is torch.compile's: "max-autotune-no-cudagraphs" lets inductor write
-    its own matmuls with the bias and GELU fused in (slow to compile: keep the shapes few); for
-    CUDA graphs use `CudaGraphRunner`, which can replay a compiled network. Outputs equal the
+    shape it sees. `mode` is torch.compile's: "max-autotune-no-cudagraphs" has inductor time its
+    own matmul kernels (which could fuse bias+GELU) against cuBLAS, minutes per shape; on an H200
+    cuBLAS won every time (benchmarks/NOTES.md). For CUDA graphs use `CudaGraphRunner`, which can
+    replay a compiled network. Outputs equal the
     eager network's within float rounding (tests hold them to 1e-5 in fp32). Returns `network`.
     """
     if is_compiled(network):
@@ -223,8 +225,9 @@ def cast_linear_weights(network: BertNetwork, dtype: torch.dtype = torch.bfloat1
 
     Autocast rounds each fp32 weight to `dtype` on every forward (one kernel per matrix); doing it
     once gives the same numbers, bit for bit, without those kernels. Embeddings and LayerNorms stay
-    fp32, as autocast computes them. The network then needs autocast (or `dtype` inputs) and must
-    not be trained: its fp32 weights are gone, so reload the checkpoint to train. Returns `network`.
+    fp32, as autocast computes them. The network then needs autocast (or `dtype` inputs); it can be
+    neither trained nor saved (its fp32 weights are gone: both refuse), so reload the checkpoint
+    for that. Returns `network`.
     """
     if network.training:
         raise BertkitError("cast_linear_weights is for inference: call network.eval() first (training needs fp32 weights)")

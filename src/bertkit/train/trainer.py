@@ -171,6 +171,11 @@ class Trainer:
             raise BertkitError(f"{train_data.source or 'the training data'} has no labels; pass --label-column")
         if len(train_data) == 0:
             raise BertkitError("the training data is empty")
+        from bertkit.accel import linear_weights_dtype
+
+        if linear_weights_dtype(model.network) is not None:
+            raise BertkitError("this model's Linear weights were cast for inference (accel.cast_linear_weights); "
+                               "load the checkpoint again to train it")
         self.model = model
         self.train_data = train_data
         self.eval_data = eval_data
