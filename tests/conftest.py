@@ -28,6 +28,14 @@ def minilm_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
+@pytest.fixture(scope="session")
+def minilm(minilm_dir):
+    """The bundled MiniLM on the CPU, loaded once for every test module that only reads it."""
+    import bertkit
+
+    return bertkit.load(minilm_dir, device="cpu")
+
+
 def tiny_config(**overrides):
     from transformers import BertConfig
 

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 
 import bertkit
 from bertkit.cli import main
@@ -18,11 +17,6 @@ def run(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.fixture(scope="module")
-def minilm(minilm_dir):
-    return bertkit.load(minilm_dir, device="cpu")
 
 
 def test_fill_mask_json_and_human(capsys, tiny_mlm_dir):

@@ -28,11 +28,6 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def minilm(minilm_dir):
-    return bertkit.load(minilm_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def reference(minilm_dir):
     from sentence_transformers import SentenceTransformer
 

@@ -19,6 +19,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def minilm():
+    """Loaded through the bundled alias (not conftest's folder path), since these tests check alias loading."""
     return bertkit.load("minilm", device="cpu")
 
 

@@ -23,11 +23,6 @@ BANK = ["I sat on the river bank and watched the water.", "She deposited the che
 
 
 @pytest.fixture(scope="module")
-def minilm():
-    return bertkit.load("minilm", device="cpu")
-
-
-@pytest.fixture(scope="module")
 def cls_model(tiny_cls_dir):
     return bertkit.load(tiny_cls_dir, device="cpu")
 

@@ -16,11 +16,6 @@ MONEY = "She went to the bank to deposit some cash."
 MONEY_2 = "He opened a savings account at the bank downtown."
 
 
-@pytest.fixture(scope="module")
-def minilm(minilm_dir):
-    return bertkit.load(minilm_dir, device="cpu")
-
-
 def test_a_multi_piece_word_is_the_mean_of_its_pieces(minilm):
     sentence = "Word embeddings capture meaning."
     result = minilm.word_embedding(sentence, "embeddings")
