@@ -278,26 +278,11 @@ class Bench:
         del net, opt
         self.free()
 
-    def ours_dynamic_infer(self, name: str):
-        """`Model.compile()`'s path: shape-generic compiled blocks, fp32 weights under autocast, no bucketing."""
-        from bertkit import accel
-
-        items = packed_batches(self.lens, self.seqs, self.labels, self.infer_tokens, shuffle=False)
-        if self.device.type == "cuda":
-            items = [(i, b.pin_memory()) for i, b in items]
-        net = accel.compile_network(our_network(self.cfg, self.hf_state, self.device).eval(), dynamic=True, backend=self.backend)
-
-        def step(x):
-            with torch.inference_mode(), self.autocast():
-                return net.classify(x[1].to(self.device, non_blocking=True))
-
-        self.measure(name, "infer", step, items, {"batch_tokens": self.infer_tokens, "compile_mode": "dynamic"})
-        del net
-        self.free()
-
-    def ours_infer(self, name: str, compiled: bool, graphs: bool, mode: str | None = None, pure_bf16: bool = False):
+    def ours_infer(self, name: str, compiled: bool, graphs: bool, mode: str | None = None, pure_bf16: bool = False,
+                   shape_generic: bool = False):
         """Eager: the network as loaded. Compiled: Linear weights stored in bf16 once (same numbers
         under autocast), dense blocks compiled with `mode`, every batch grown to the one budget shape.
+        `shape_generic`: `Model.compile()`'s path instead (dynamic shapes, fp32 weights, no bucketing).
         `pure_bf16` (a precision trade, measured not adopted): every weight and the residual stream
         in bf16, no autocast."""
         from bertkit import accel
@@ -311,13 +296,14 @@ class Bench:
         if pure_bf16:
             net.to(torch.bfloat16)
             autocast = contextlib.nullcontext
+        bucketed = compiled and not shape_generic
         if compiled:
-            if self.amp and not pure_bf16:
+            if self.amp and bucketed and not pure_bf16:
                 accel.cast_linear_weights(net)
-            accel.compile_network(net, mode=mode or self.args.compile_mode, dynamic=False, backend=self.backend)
+            accel.compile_network(net, mode=mode or self.args.compile_mode, dynamic=shape_generic, backend=self.backend)
         dev = self.device
         extra = {"batch_tokens": self.infer_tokens, "compile_mode": (mode or self.args.compile_mode) if compiled else None,
-                 "pure_bf16": pure_bf16}
+                 "pure_bf16": pure_bf16, "shape_generic": shape_generic}
         if graphs:
             runner = accel.CudaGraphRunner(net, output="logits", token_multiple=self.infer_tokens,
                                            capture=self.device.type == "cuda")
@@ -327,7 +313,7 @@ class Bench:
         else:
             def step(x):
                 batch = x[1].to(dev, non_blocking=True)
-                b = accel.bucket_tokens(batch, sizes=[self.infer_tokens], multiple=self.infer_tokens) if compiled else None
+                b = accel.bucket_tokens(batch, sizes=[self.infer_tokens], multiple=self.infer_tokens) if bucketed else None
                 with torch.inference_mode(), autocast():
                     logits = net.classify(b.batch if b else batch)
                 return b.sequences(logits) if b else logits
@@ -440,7 +426,7 @@ def run(small: bool = False, n: int | None = None, only: list[str] | None = None
         "ours_autotune_infer": lambda: bench.ours_infer("ours_autotune_infer", compiled=True, graphs=False, mode=AUTOTUNE),
         "ours_autotune_graph_infer": lambda: bench.ours_infer("ours_autotune_graph_infer", compiled=True, graphs=True,
                                                               mode=AUTOTUNE),
-        "ours_dynamic_infer": lambda: bench.ours_dynamic_infer("ours_dynamic_infer"),
+        "ours_dynamic_infer": lambda: bench.ours_infer("ours_dynamic_infer", compiled=True, graphs=False, shape_generic=True),
         "ours_pure_bf16_infer": lambda: bench.ours_infer("ours_pure_bf16_infer", compiled=True, graphs=False,
                                                          mode=AUTOTUNE, pure_bf16=True),
     }
