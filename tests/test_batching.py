@@ -16,7 +16,7 @@ def test_pack_layout():
     assert batch.positions.tolist() == [0, 1, 2, 0, 1, 0]
     assert batch.max_seqlen == 3 and batch.num_tokens == 6 and batch.num_sequences == 3
     assert batch.first_token_index.tolist() == [0, 3, 5]
-    assert batch.sequence_ids.tolist() == [0, 0, 0, 1, 1, 2]
+    assert batch.sequence_of_token.tolist() == [0, 0, 0, 1, 1, 2]
     assert batch.labels.tolist() == [1, 0, 2] and batch.index == [7, 3, 5]
     assert [t.tolist() for t in batch.split_per_sequence(batch.input_ids)] == [[101, 5, 102], [101, 102], [101]]
 

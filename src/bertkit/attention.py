@@ -63,7 +63,7 @@ class AttentionLayout:
             batch, L = self.batch, self.max_seqlen
             device = batch.input_ids.device
             lengths = batch.lengths
-            scatter_index = batch.sequence_ids * L + batch.positions
+            scatter_index = batch.sequence_of_token * L + batch.positions
             key_mask = groups = None
             if not bool((lengths == L).all()):  # equal lengths need no mask at all
                 key_mask = (torch.arange(L, device=device)[None, :] < lengths[:, None]).view(-1, 1, 1, L)

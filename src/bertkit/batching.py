@@ -42,7 +42,7 @@ class Batch:
         return self.cu_seqlens[:-1].long()
 
     @property
-    def sequence_ids(self) -> torch.Tensor:
+    def sequence_of_token(self) -> torch.Tensor:
         """For every token, the number of the sequence it belongs to: [T]."""
         return torch.repeat_interleave(
             torch.arange(self.num_sequences, device=self.input_ids.device), self.lengths.long(), output_size=self.num_tokens

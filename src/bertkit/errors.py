@@ -1,5 +1,21 @@
-"""The one exception type for mistakes a user can cause; the CLI prints it as a single line."""
+"""The exception types for mistakes a user can cause; the CLI prints them as a single line."""
+from __future__ import annotations
 
 
 class BertkitError(Exception):
     """A user-facing error: its message says what went wrong and what to do instead."""
+
+
+class OptionError(BertkitError):
+    """A bad value for one named option. The message names the option as its caller spells it:
+    the API's parameter name for Python (`lr must be positive`), the flag on the command line
+    (`--lr must be positive`), the field in a server request."""
+
+    def __init__(self, param: str, problem: str) -> None:
+        super().__init__(f"{param} {problem}")
+        self.param = param
+        self.problem = problem
+
+    def named(self, name: str) -> str:
+        """The message with the option called `name` (a flag, a JSON field)."""
+        return f"{name} {self.problem}"

@@ -15,6 +15,7 @@ from bertkit.config import BertConfig
 from bertkit.device import autocast, pick_device
 from bertkit.errors import BertkitError
 from bertkit.modeling import BertNetwork
+from bertkit.inputs import as_text_list, check_pairs, warn_truncated
 from bertkit.tokenizer import Encoding, Tokenizer
 
 if TYPE_CHECKING:
@@ -124,11 +125,10 @@ class Model:
         max_length: int | None = None,
     ) -> list[Encoding]:
         """Tokenize, truncating to the model's limit; each Encoding reports how many tokens were cut."""
-        texts = _as_text_list(texts, "texts")
+        texts = as_text_list(texts, "texts", single=False)
         if pairs is not None:
-            pairs = _as_text_list(pairs, "pairs")
-            if len(pairs) != len(texts):
-                raise BertkitError(f"got {len(texts)} texts but {len(pairs)} pairs; give one pair per text")
+            pairs = as_text_list(pairs, "pairs", single=False)
+            check_pairs(len(texts), pairs)
         limit = min(max_length or self.max_length, self.max_length)
         return self.tokenizer.encode_batch(texts, pairs, max_length=limit)
 
@@ -256,28 +256,6 @@ def read_sentence_config(folder: Path) -> dict:
     except (OSError, json.JSONDecodeError, KeyError) as e:
         warnings.warn(f"{folder}: ignoring an unreadable sentence-transformers config ({e})", stacklevel=2)
     return out
-
-
-def warn_truncated(encodings: Sequence[Encoding], limit: int) -> int:
-    """Say how many inputs were cut to the model's length; returns that count."""
-    cut = [i for i, e in enumerate(encodings) if e.n_truncated]
-    if cut:
-        warnings.warn(
-            f"{len(cut)} of {len(encodings)} texts were longer than {limit} tokens and were truncated "
-            f"(first: input #{cut[0]}, {encodings[cut[0]].n_truncated} tokens cut)",
-            stacklevel=3,
-        )
-    return len(cut)
-
-
-def _as_text_list(texts, what: str) -> list[str]:
-    if isinstance(texts, str):
-        raise BertkitError(f"{what} must be a list of strings, not a single string; wrap it in a list")
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise BertkitError(f"{what}[{i}] is a {type(t).__name__}, not a string")
-    return texts
 
 
 def load(name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> Model:

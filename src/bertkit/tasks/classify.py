@@ -12,6 +12,7 @@ import torch
 
 from bertkit.batching import Batch
 from bertkit.errors import BertkitError
+from bertkit.inputs import warn_truncated
 from bertkit.tasks.outputs import checked_output
 
 if TYPE_CHECKING:
@@ -37,8 +38,6 @@ def predict(
     text (or pair) is empty or not a string get `label` None, `scores` None and an `error`;
     `truncated` is the number of tokens cut from a text longer than the model accepts.
     """
-    from bertkit.model import warn_truncated
-
     if model.network.classifier is None:
         name = model.source or str(model.folder)
         raise BertkitError(f"{name} has no classifier head; train one with `bertkit train` "

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from bertkit.batching import Batch
 from bertkit.errors import BertkitError
+from bertkit.inputs import warn_truncated
 from bertkit.tasks.outputs import checked_output
 
 if TYPE_CHECKING:
@@ -34,8 +35,6 @@ def embed(
     one (MiniLM: mean, L2-normalised, 256 tokens), else mean pooling without normalisation.
     Mean pooling averages every real token, [CLS] and [SEP] included, as sentence-transformers does.
     """
-    from bertkit.model import warn_truncated
-
     config = model.sentence_config
     pooling = pooling or config.get("pooling", "mean")
     if pooling not in POOLINGS:
@@ -59,7 +58,7 @@ def pool(states: torch.Tensor, batch: Batch, how: str) -> torch.Tensor:
     """Reduce packed token states [T, d] to one vector per sequence [B, d] with segment sums (no padded copy)."""
     if how == "cls":
         return states[batch.first_token_index]
-    seq = batch.sequence_ids
+    seq = batch.sequence_of_token
     if how == "max":
         out = states.new_full((batch.num_sequences, states.shape[1]), -math.inf)
         return out.scatter_reduce_(0, seq[:, None].expand_as(states), states, reduce="amax")

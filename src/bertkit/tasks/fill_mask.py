@@ -9,6 +9,7 @@ import torch
 
 from bertkit.batching import Batch
 from bertkit.errors import BertkitError
+from bertkit.inputs import warn_truncated
 
 if TYPE_CHECKING:
     from bertkit.model import Model
@@ -53,8 +54,6 @@ def fill_mask(
     P(p1 | n masks) · P(p2 | p1, n-1 masks) · … — a true probability over n-piece fillings, equal to
     the softmax probability when n = 1. Such rows also carry `pieces`, `ids` and `log_prob`.
     """
-    from bertkit.model import warn_truncated
-
     head = _mlm_head(model)
     texts = [texts] if isinstance(texts, str) else list(texts)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:

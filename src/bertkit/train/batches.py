@@ -10,7 +10,8 @@ import torch
 from bertkit.batching import Batch, pack, plan_batches
 from bertkit.data import TextDataset, stratified_split
 from bertkit.errors import BertkitError
-from bertkit.model import Model, warn_truncated
+from bertkit.inputs import warn_truncated
+from bertkit.model import Model
 from bertkit.tokenizer import Encoding
 
 
