@@ -6,7 +6,8 @@ import importlib
 import sys
 import warnings
 
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, OptionError
+from bertkit.options import flag_name
 
 # Each module adds its sub-commands with `register(subparsers)`.
 COMMAND_MODULES = ["core", "tasks", "train", "serve", "bench"]
@@ -31,17 +32,24 @@ def one_line_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+    if not getattr(args, "func", None):  # no command is a usage error, as argparse treats a wrong one
+        parser.print_help(sys.stderr)
+        return 2
     warnings.showwarning = one_line_warning
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `bertkit ... | head` closed the pipe: not an error
+        return 0
+    except OptionError as e:  # the library names its parameter; a CLI user typed a flag
+        print(f"error: {e.named(flag_name(e.param))}", file=sys.stderr)
+        return 2
     except BertkitError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file we were told to read or write failed under us (disk full, permissions, ...)
+        where = f" {e.filename!r}" if getattr(e, "filename", None) else ""
+        print(f"error: cannot access{where}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `bertkit ... | head` closed the pipe: not an error
-        return 0

@@ -13,7 +13,7 @@ import torch
 from bertkit.batching import Batch
 from bertkit.errors import BertkitError
 from bertkit.inputs import warn_truncated
-from bertkit.tasks.outputs import checked_output
+from bertkit.paths import output_file
 
 if TYPE_CHECKING:
     from bertkit.model import Model
@@ -140,7 +140,7 @@ def predict_table(
 
 def write_predictions(table: pd.DataFrame, path: str | Path) -> Path:
     """Write by extension: .csv, .jsonl, .json (a list of objects) or .parquet."""
-    path, suffix = checked_output(path, PREDICTION_FORMATS, "predictions")
+    path, suffix = output_file(path, PREDICTION_FORMATS, "predictions")
     if suffix == ".parquet":
         table.to_parquet(path, index=False)
         return path

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from bertkit.batching import Batch
 from bertkit.errors import BertkitError
 from bertkit.inputs import warn_truncated
-from bertkit.tasks.outputs import checked_output
+from bertkit.paths import output_file
 
 if TYPE_CHECKING:
     from bertkit.model import Model
@@ -74,7 +74,7 @@ def embed_max_length(model: "Model", requested: int | None = None) -> int:
 
 def write_embeddings(path: str | Path, vectors: np.ndarray, texts: Sequence[str]) -> Path:
     """Save as .npy (the array), .parquet (text + embedding columns) or .json ({dim, embeddings, texts})."""
-    path, suffix = checked_output(path, EMBEDDING_FORMATS, "embeddings")
+    path, suffix = output_file(path, EMBEDDING_FORMATS, "embeddings")
     if suffix == ".npy":
         np.save(path, vectors)
     elif suffix == ".parquet":
