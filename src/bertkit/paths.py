@@ -28,7 +28,7 @@ def output_file(path: str | os.PathLike, formats: tuple[str, ...], what: str, pa
     suffix = path.suffix.lower()
     if suffix not in formats:
         raise OptionError(param, f"{str(path)!r}: cannot write {what} to that kind of file; "
-                                 f"use a name ending in {', '.join(formats)}")
+                                 f"use a file ending in {', '.join(formats)}")
     if path.is_dir():
         raise OptionError(param, f"{str(path)!r} is a folder; pass a file name ending in {', '.join(formats)}")
     parent = path.parent
