@@ -151,6 +151,9 @@ def test_a_cast_network_can_be_neither_saved_nor_trained(tiny_cls_dir, tmp_path)
     data = TextDataset(["good", "bad"], [0, 1], model.labels[:2] or ["a", "b"], source="two rows")
     with pytest.raises(BertkitError, match="load the checkpoint again"):
         Trainer(model, data, progress=False)
+    with pytest.raises(BertkitError, match="load the checkpoint again"):
+        model.network.train()
+    assert not model.network.eval().training  # inference stays allowed
 
 
 @pytest.mark.parametrize("output", ["states", "pooled", "logits"])

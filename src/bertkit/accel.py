@@ -1,8 +1,9 @@
 """Opt-in acceleration for the encoder: token-count bucketing, torch.compile of the dense blocks, CUDA graphs, CPU int8.
 
-Nothing here changes modeling.py. `compile_network` swaps in a compiled encoder forward on one
-network instance (undo with `uncompile_network`); `cast_linear_weights` stores the Linear weights
-in the autocast dtype once instead of every forward (same numbers); `CudaGraphRunner` replays
+Nothing here restates modeling.py: the compiled graphs and the CUDA graphs run its modules' own
+methods. `compile_network` swaps in a compiled encoder forward on one network instance (undo with
+`uncompile_network`); `cast_linear_weights` stores the Linear weights in the autocast dtype once
+instead of every forward (same numbers) and marks the network inference-only; `CudaGraphRunner` replays
 captured CUDA graphs for inference; `quantize_int8` returns a *copy* whose Linear layers run int8
 dynamic quantization, which changes the numbers and is therefore flagged (`is_quantized`) and
 never applied implicitly.
@@ -19,10 +20,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from bertkit.attention import AttentionLayout, attend
+from bertkit.attention import AttentionLayout
 from bertkit.batching import Batch
 from bertkit.errors import BertkitError
-from bertkit.modeling import BertNetwork
+from bertkit.modeling import BertNetwork, Embeddings, Layer
 
 __all__ = [
     "Bucketed", "CudaGraphRunner", "bucket_size", "bucket_tokens", "cast_linear_weights", "compile_network",
@@ -120,30 +121,23 @@ def bucket_tokens(
 # Module-level functions taking modules as arguments: every layer shares one compiled graph per
 # (shape, mode) instead of compiling twelve copies (dynamo turns the parameters into graph inputs).
 #
-# The graphs are cut around attention, so each one runs from one layer's attention output to the
-# next layer's QKV projection: the residual stream's cast for that matmul fuses into the LayerNorm
-# that produces it, instead of costing an eager pass over the activations per layer.
-def _split_heads(attention: nn.Module, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    T = qkv.shape[0]
-    return qkv.view(T, 3, attention.num_heads, attention.head_dim).unbind(dim=1)
-
-
-def _embed_then_qkv(emb: nn.Module, first: nn.Module, input_ids: torch.Tensor, positions: torch.Tensor,
+# The graphs are cut around attention (SelfAttention.context stays eager), so each one runs from
+# one layer's attention context to the next layer's QKV projection: the residual stream's cast for
+# that matmul fuses into the LayerNorm that produces it, instead of costing an eager pass over the
+# activations per layer.
+def _embed_then_qkv(embeddings: Embeddings, first: Layer, input_ids: torch.Tensor, positions: torch.Tensor,
                     token_type_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x = emb.dropout(emb.norm(emb.word(input_ids) + emb.position(positions) + emb.token_type(token_type_ids)))
+    x = embeddings(input_ids, positions, token_type_ids)
     return x, first.attention.qkv(x)
 
 
-def _layer_tail(layer: nn.Module, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    # Out-projection, dropout, residual, LayerNorm, FFN, dropout, residual, LayerNorm: the same
-    # post-LN arithmetic as modeling.Layer.forward.
-    x = layer.attention_norm(x + layer.dropout(layer.attention.out(context)))
-    return layer.ffn_norm(x + layer.dropout(layer.ffn(x)))
+def _after_attention(layer: Layer, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    return layer.after_attention(x, context)
 
 
-def _layer_tail_then_qkv(layer: nn.Module, following: nn.Module, x: torch.Tensor,
-                         context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x = _layer_tail(layer, x, context)
+def _after_attention_then_qkv(layer: Layer, following: Layer, x: torch.Tensor,
+                              context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = layer.after_attention(x, context)
     return x, following.attention.qkv(x)
 
 
@@ -181,7 +175,7 @@ def compile_network(
     if dynamic is False:
         _raise_recompile_limit(max_shapes)
     compile = lambda fn: torch.compile(fn, mode=mode, dynamic=dynamic, backend=backend)  # noqa: E731
-    embed, tail, tail_then_qkv = compile(_embed_then_qkv), compile(_layer_tail), compile(_layer_tail_then_qkv)
+    embed, tail, tail_then_qkv = compile(_embed_then_qkv), compile(_after_attention), compile(_after_attention_then_qkv)
 
     def encoder_forward(encoder, batch: Batch, all_layers: bool = False, force_padded_attention: bool = False):
         layout = AttentionLayout.for_batch(batch, force_padded=force_padded_attention)
@@ -189,9 +183,7 @@ def compile_network(
         x, qkv = embed(encoder.embeddings, layers[0], batch.input_ids, batch.positions, batch.token_type_ids)
         states = [x]
         for i, layer in enumerate(layers):
-            a = layer.attention
-            context = attend(*_split_heads(a, qkv), layout, a.dropout_p if layer.training else 0.0)
-            context = context.reshape(x.shape[0], -1)
+            context = layer.attention.context(qkv, layout)
             if i + 1 < len(layers):
                 x, qkv = tail_then_qkv(layer, layers[i + 1], x, context)
             else:
@@ -226,8 +218,8 @@ def cast_linear_weights(network: BertNetwork, dtype: torch.dtype = torch.bfloat1
     Autocast rounds each fp32 weight to `dtype` on every forward (one kernel per matrix); doing it
     once gives the same numbers, bit for bit, without those kernels. Embeddings and LayerNorms stay
     fp32, as autocast computes them. The network then needs autocast (or `dtype` inputs); it can be
-    neither trained nor saved (its fp32 weights are gone: both refuse), so reload the checkpoint
-    for that. Returns `network`.
+    neither trained nor saved (its fp32 weights are gone: `network.inference_only` says so and both
+    refuse), so reload the checkpoint for that. Returns `network`.
     """
     if network.training:
         raise BertkitError("cast_linear_weights is for inference: call network.eval() first (training needs fp32 weights)")
@@ -235,6 +227,9 @@ def cast_linear_weights(network: BertNetwork, dtype: torch.dtype = torch.bfloat1
         if isinstance(module, nn.Linear):
             module.to(dtype)
     setattr(network, _LINEAR_DTYPE, dtype)
+    network.inference_only = (f"this network's Linear weights were cast to {str(dtype).removeprefix('torch.')} for "
+                              "inference (accel.cast_linear_weights), so its fp32 weights are gone; "
+                              "load the checkpoint again to train or save it")
     return network
 
 
@@ -359,8 +354,10 @@ class CudaGraphRunner:
             states = self.network.encoder(static)
             if self.output == "states":
                 return states
+            # Not network.pooled: that reads static.first_token_index, which points the empty
+            # sequence slots past the last token; first_index is clamped into the buffer.
             pooled = self.network.pooler(states.index_select(0, buf["first_index"]))
-            return pooled if self.output == "pooled" else self.network.classifier(pooled)
+            return pooled if self.output == "pooled" else self.network.logits(pooled)
 
     def _prepare(self, entry: _Captured) -> None:
         if not self.capture:

@@ -261,11 +261,8 @@ def save_network(network: BertNetwork, folder: str | os.PathLike) -> Path:
     """config.json + model.safetensors that transformers' Auto classes load; written atomically."""
     from safetensors.torch import save_file
 
-    from bertkit.accel import linear_weights_dtype
-
-    if linear_weights_dtype(network) is not None:  # saving would keep only the rounded inference copy
-        raise BertkitError("this network's Linear weights were cast for inference (accel.cast_linear_weights); "
-                           "save it before casting, or load the checkpoint again")
+    if network.inference_only:  # e.g. rounded weights: saving would pass them off as the checkpoint's
+        raise BertkitError(network.inference_only)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "model.safetensors", lambda tmp: save_file(to_hf_names(network), tmp, metadata={"format": "pt"}))

@@ -15,6 +15,7 @@ from torch import nn
 from bertkit.attention import AttentionLayout, attend
 from bertkit.batching import Batch
 from bertkit.config import BertConfig
+from bertkit.errors import BertkitError
 
 ACTIVATIONS = {
     "gelu": F.gelu,  # the exact, erf-based GELU of the original BERT
@@ -34,26 +35,36 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        x = self.word(batch.input_ids) + self.position(batch.positions) + self.token_type(batch.token_type_ids)
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        """[T] ids → [T, hidden]. It takes the id tensors rather than a Batch so that it can be compiled
+        (accel) without guarding on the batch's host-side fields."""
+        x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)
         return self.dropout(self.norm(x))
 
 
-# 2. Self-attention: one matmul makes queries, keys and values for all heads at once.
+# 2. Self-attention: one matmul makes queries, keys and values for all heads at once; then, in every
+#    head, each token takes a softmax-weighted mix of its own sequence's values: its context.
 class SelfAttention(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # [query; key; value] stacked
+        # Blends the heads' contexts. Layer applies it as the first step after attention (as
+        # transformers' BertSelfOutput does), so that step is dense arithmetic like the rest of the layer.
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
     def forward(self, x: torch.Tensor, layout: AttentionLayout) -> torch.Tensor:
-        T, hidden = x.shape
-        q, k, v = self.qkv(x).view(T, 3, self.num_heads, self.head_dim).unbind(dim=1)
+        """Each token's contexts, the heads side by side: [T, hidden] (before `out`)."""
+        return self.context(self.qkv(x), layout)
+
+    def context(self, qkv: torch.Tensor, layout: AttentionLayout) -> torch.Tensor:
+        """`forward` after the projection: split `qkv` = self.qkv(x) into heads, attend within each sequence."""
+        T = qkv.shape[0]
+        q, k, v = qkv.view(T, 3, self.num_heads, self.head_dim).unbind(dim=1)
         context = attend(q, k, v, layout, self.dropout_p if self.training else 0.0)
-        return self.out(context.reshape(T, hidden))
+        return context.reshape(T, self.num_heads * self.head_dim)
 
 
 # 3. Feed-forward: widen, apply the non-linearity, narrow back.
@@ -68,7 +79,8 @@ class FeedForward(nn.Module):
         return self.down(self.act(self.up(x)))
 
 
-# 4. A layer: each sub-block's output is dropped out, added to its input, then normalised (post-LN).
+# 4. A layer: attention, then everything else. Each sub-block's output is dropped out, added to its
+#    input, then normalised (post-LN).
 class Layer(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -79,7 +91,15 @@ class Layer(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, layout: AttentionLayout) -> torch.Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention(x, layout)))
+        return self.after_attention(x, self.attention(x, layout))
+
+    def after_attention(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The rest of the layer, given its input `x` and the attention's `context`.
+
+        A method of its own because it is all dense [T, hidden] arithmetic, unlike attention whose
+        shapes depend on the batch's sequences: accel compiles it on its own.
+        """
+        x = self.attention_norm(x + self.dropout(self.attention.out(context)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
@@ -94,7 +114,7 @@ class Encoder(nn.Module):
         """The last layer's states [T, hidden]; with `all_layers`, a list of num_layers + 1 of them
         (the embedding output first, as in transformers' `hidden_states`)."""
         layout = AttentionLayout.for_batch(batch, force_padded=force_padded_attention)
-        x = self.embeddings(batch)
+        x = self.embeddings(batch.input_ids, batch.positions, batch.token_type_ids)
         states = [x]
         for layer in self.layers:
             x = layer(x, layout)
@@ -142,9 +162,14 @@ class SequenceClassifier(nn.Module):
 
 # 7. The whole network: the encoder plus whichever heads the checkpoint has.
 class BertNetwork(nn.Module):
+    # Why this network may only run inference, e.g. its weights were rounded for speed (None: it may
+    # do anything). One line saying what to do instead; training and saving refuse with it.
+    inference_only: str | None
+
     def __init__(self, config: BertConfig, pooler: bool = True, mlm_head: bool = False, classifier: bool = False):
         super().__init__()
         self.config = config
+        self.inference_only = None
         self.encoder = Encoder(config)
         self.pooler = Pooler(config) if pooler or classifier else None
         self.mlm_head = MaskedLMHead(config, self.encoder.embeddings.word) if mlm_head else None
@@ -159,12 +184,22 @@ class BertNetwork(nn.Module):
         return self.encoder(batch, **kwargs)
 
     def pooled(self, states: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """The pooler's output for each sequence: [B, hidden]."""
+        """The pooler's output for each sequence, from its first ([CLS]) token's state: [B, hidden]."""
         return self.pooler(states[batch.first_token_index])
+
+    def logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Classifier logits [B, num_labels] from the pooled vectors."""
+        return self.classifier(pooled)
 
     def classify(self, batch: Batch) -> torch.Tensor:
         """Classifier logits for each sequence: [B, num_labels]."""
-        return self.classifier(self.pooled(self.encoder(batch), batch))
+        return self.logits(self.pooled(self.encoder(batch), batch))
+
+    def train(self, mode: bool = True) -> "BertNetwork":
+        """nn.Module.train, refused while `inference_only` gives a reason."""
+        if mode and self.inference_only:
+            raise BertkitError(self.inference_only)
+        return super().train(mode)
 
     def add_classifier(self, id2label: dict[int, str], problem_type: str | None = None) -> None:
         """Put a freshly initialised classifier (and a pooler, if missing) on top of the encoder."""
