@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bertkit.data import (BUILTIN_DATASETS, TextDataset, check_splits, list_datasets, load_dataset, looks_sorted_by_label,
-                          read_table, stratified_split, train_val_test_split)
-from bertkit.errors import BertkitError
+from bertkit.data import (BUILTIN_DATASETS, LABEL_COLUMNS, TextDataset, check_splits, list_datasets, load_dataset,
+                          looks_sorted_by_label, pick_column, read_table, stratified_split, text_column,
+                          train_val_test_split)
+from bertkit.errors import BertkitError, OptionError
 
 # Texts with the characters that break naive parsers: commas, quotes, newlines, tabs, non-ASCII, "NA".
 TRICKY = ['plain', 'has, a comma', 'has "quotes"', 'two\nlines', 'tab\there', 'café ☕', 'NA', '007']
@@ -120,21 +121,19 @@ def test_unknown_label_names_the_label_and_row():
     assert "'meh'" in msg and "row 2" in msg and "neg, pos" in msg and "\n" not in msg
 
 
-def test_integer_labels(tmp_path):
+def test_integer_labels_are_names(tmp_path):
     path = tmp_path / "ints.csv"
     path.write_text("text,label\na,0\nb,2\nc,1\nd,10\n")
-    ds = load_dataset(path)  # read as strings by the CSV reader, yet ids, not names sorted as text
-    assert ds.labels == [0, 2, 1, 10]
-    assert ds.label_names == [str(i) for i in range(11)]
-    named = load_dataset(pd.DataFrame({"text": ["a", "b"], "label": [1, 0]}), label_names=["negative", "positive"])
-    assert named.labels == [1, 0] and named.label_names == ["negative", "positive"]
-    with pytest.raises(BertkitError, match="label id 2 in row 1 .* out of range"):
-        load_dataset(pd.DataFrame({"text": ["a", "b"], "label": [1, 2]}), label_names=["negative", "positive"])
-    # Names that look like numbers are matched by name, not taken as positions.
+    ds = load_dataset(path)  # read as strings by the CSV reader; the classes are the values found, in numeric order
+    assert ds.label_names == ["0", "1", "2", "10"]
+    assert [ds.label_names[i] for i in ds.labels] == ["0", "2", "1", "10"]
+    # A model's names are matched by name, never by position.
+    with pytest.raises(BertkitError, match="unknown label '1' in row 0 .*known labels: negative, positive.*by name"):
+        load_dataset(pd.DataFrame({"text": ["a", "b"], "label": [1, 0]}), label_names=["negative", "positive"])
     stars = load_dataset(pd.DataFrame({"text": ["a", "b"], "label": [5, 1]}), label_names=["1", "5"])
     assert stars.labels == [1, 0]
-    with pytest.raises(BertkitError, match="not a whole number.*row 1"):
-        load_dataset(pd.DataFrame({"text": ["a", "b"], "label": [1.0, 0.5]}))
+    halves = load_dataset(pd.DataFrame({"text": ["a", "b"], "label": [1.0, 0.5]}))
+    assert halves.label_names == ["0.5", "1"] and halves.labels == [1, 0]
 
 
 def test_column_detection_and_missing_column_message():
@@ -143,12 +142,29 @@ def test_column_detection_and_missing_column_message():
     assert ds.texts == ["a", "b"] and ds.label_names == ["x", "y"]
     with pytest.raises(BertkitError) as err:
         load_dataset(df, text_column="txt")
-    assert str(err.value) == ("column 'txt' not in the DataFrame; available: Sentence, category, other — "
-                              "pass --text-column")
-    with pytest.raises(BertkitError, match="column 'lbl' not in .*--label-column"):
+    assert err.value.param == "text_column"
+    assert str(err.value) == "text_column is 'txt', but the DataFrame has no column 'txt'; its columns are: Sentence, category, other"
+    with pytest.raises(OptionError, match="label_column is 'lbl', but the DataFrame has no column 'lbl'"):
         load_dataset(df, label_column="lbl")
-    with pytest.raises(BertkitError, match=r"no text column .*looked for text, sentence.*available: a, b"):
+    with pytest.raises(OptionError, match=r"text_column is needed: .* no text column \(looked for text, sentence.*columns are: a, b"):
         load_dataset(pd.DataFrame({"a": [1], "b": [2]}))
+
+
+def test_one_column_picker_for_training_prediction_and_corpus_mode():
+    # `Text` trained but failed predict: both now find it, ignoring case, after exact names.
+    assert text_column(["id", "Text"]) == "Text"
+    assert text_column(["TEXT", "text"]) == "text"
+    assert text_column(["body"]) == "body"  # a single column is the text
+    assert load_dataset(pd.DataFrame({"id": [1], "Text": ["hello"]})).texts == ["hello"]
+    assert pick_column(["Label", "x"], None, LABEL_COLUMNS, "label", "label_column", required=False) == "Label"
+    assert pick_column(["x", "y"], None, LABEL_COLUMNS, "label", "label_column", required=False) is None
+    with pytest.raises(OptionError) as err:
+        text_column(["Text", "b"], "text", where="we.csv")
+    assert err.value.param == "text_column"
+    assert str(err.value) == ("text_column is 'text', but we.csv has no column 'text' (did you mean 'Text'?); "
+                              "its columns are: Text, b")
+    with pytest.raises(OptionError, match=r"^review_col is needed: the input has no text column"):
+        text_column(["a", "b"], None, "review_col")
 
 
 def test_text_pairs():
@@ -179,7 +195,7 @@ def test_multi_label_from_strings_and_lists(tmp_path):
     path.write_text('{"text": "a", "labels": ["x", "y"]}\n{"text": "b", "labels": []}\n')
     ds2 = load_dataset(path, multi_label=True, label_names=["y", "x", "z"])
     assert ds2.labels == [[1, 1, 0], [0, 0, 0]]
-    with pytest.raises(BertkitError, match="holds lists.*--multi-label"):
+    with pytest.raises(OptionError, match="multi_label is not set, but 'labels' in .* holds lists"):
         load_dataset(path)
     parquet = tmp_path / "ml.parquet"
     pd.DataFrame({"text": ["a", "b"], "labels": [[0, 2], [1]]}).to_parquet(parquet)
