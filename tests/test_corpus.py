@@ -55,11 +55,11 @@ def test_two_ranks_cover_every_row_exactly_once(parquet_corpus, classifier, tmp_
     frame, keys = _rows(tmp_path)
     assert keys == _expected_keys()
     missing = frame[(frame["source"].str.endswith("a.parquet")) & (frame["row_id"] == 7)].iloc[0]
-    assert pd.isna(missing["label"]) and missing["error"]
+    assert pd.isna(missing["predicted_label"]) and missing["error"]
     # results equal a plain in-memory predict, row for row
     direct = classifier.predict([t for t in texts[150:]])
     b = frame[frame["source"].str.endswith("b.parquet")].sort_values("row_id")
-    assert list(b["label"]) == [r["label"] for r in direct]
+    assert list(b["predicted_label"]) == [r["label"] for r in direct]
 
 
 def test_crash_then_rerun_completes_without_duplicates(parquet_corpus, classifier, tmp_path, monkeypatch):
@@ -98,10 +98,10 @@ def test_embed_corpus_matches_embed_and_refuses_a_different_run(parquet_corpus, 
 def test_text_and_csv_inputs_stream(tmp_path, classifier):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "x.txt").write_text("one\ntwo\n\nfour\n")
-    pd.DataFrame({"review": ["a, b", "c"]}).to_csv(tmp_path / "in" / "y.csv", index=False)
-    with pytest.raises(BertkitError, match="--text-column"):
+    pd.DataFrame({"body": ["a, b", "c"], "id": [1, 2]}).to_csv(tmp_path / "in" / "y.csv", index=False)
+    with pytest.raises(BertkitError, match="text_column is needed: .*y.csv has no text column"):
         corpus.run_corpus(classifier, "predict", tmp_path / "in", tmp_path / "out", progress=False)
-    corpus.run_corpus(classifier, "predict", tmp_path / "in", tmp_path / "out2", text_column="review", progress=False)
+    corpus.run_corpus(classifier, "predict", tmp_path / "in", tmp_path / "out2", text_column="body", progress=False)
     frame = corpus.read_results(tmp_path / "out2")
     assert len(frame) == 6  # the empty line is kept and flagged, nothing else is
     assert frame["error"].fillna("").tolist() == ["", "", "empty text", "", "", ""]

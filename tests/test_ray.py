@@ -42,4 +42,4 @@ def test_cli_ray_predict_writes_every_row(local_ray, tiny_cls_dir, tmp_path, cap
                  "--ray", "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] == 30
     frame = pd.read_parquet(out)
-    assert sorted(frame["id"]) == list(range(30)) and frame["label"].notna().all()
+    assert sorted(frame["id"]) == list(range(30)) and frame["predicted_label"].notna().all()

@@ -81,7 +81,7 @@ def test_task_endpoints_answer_what_the_cli_prints_with_json(capsys, minilm, cls
 
     async def on_minilm(c):
         return [(await c.post(p, json=b)).json() for p, b in [
-            ("/v1/tokenize", {"texts": ["Hello, BERT!"], "pair": "again"}),
+            ("/v1/tokenize", {"texts": ["Hello, BERT!"], "pairs": ["again"]}),
             ("/v1/embed", {"texts": texts}),
             ("/v1/similarity", {"sentences": BANK, "word": "bank"}),
             ("/v1/similarity", {"sentences": BANK + ["The bank raised rates."], "word": "bank", "matrix": True}),
@@ -93,7 +93,7 @@ def test_task_endpoints_answer_what_the_cli_prints_with_json(capsys, minilm, cls
     assert embedded["truncated"] == [0, 0]
     assert_close(pair, cli_json(capsys, "similarity", *BANK, "--word", "bank"))
     want = cli_json(capsys, "similarity", *BANK, "The bank raised rates.", "--word", "bank", "--matrix")
-    del want["plot"]
+    assert "plot" not in want  # the CLI adds it only with --plot
     assert_close(matrix, want)
 
     predicted = serve_and(cls_model, lambda c: c.post("/v1/predict", json={"texts": texts}))
@@ -183,11 +183,12 @@ def test_a_request_that_breaks_its_batch_fails_alone(minilm):
     async def go(c):
         service = c.app.state.service
         run = service.batchers["embed"]._run
+        poison = minilm.tokenizer.token_to_id("poison")
 
-        def poisoned(texts, options):
-            if "poison" in texts:
+        def poisoned(items, options):  # the queue holds tokenized sequences, never raw text
+            if any(poison in item.ids for item in items):
                 raise BertkitError("this text cannot be embedded")
-            return run(texts, options)
+            return run(items, options)
 
         service.batchers["embed"]._run = poisoned
         bodies = [{"texts": ["fine"]}, {"texts": ["poison"]}, {"texts": ["also fine", "and this"]}]
@@ -203,9 +204,9 @@ def test_the_event_loop_stays_free_while_the_model_computes(minilm):
         service = c.app.state.service
         run = service.batchers["embed"]._run
 
-        def slow(texts, options):
+        def slow(items, options):
             time.sleep(1.0)  # holds the model thread, as a big batch would
-            return run(texts, options)
+            return run(items, options)
 
         service.batchers["embed"]._run = slow
         busy = asyncio.ensure_future(c.post("/v1/embed", json={"texts": ["slow"]}))
@@ -237,7 +238,7 @@ BAD = [
     ("/v1/similarity", {"sentences": BANK, "word": "river bank"}, 422, "invalid_input", ["does not occur"]),
     ("/v1/similarity", {"sentences": BANK, "word": "bank", "occurrence": 5}, 422, "invalid_input", ["occurrence must be"]),
     ("/v1/similarity", {"sentences": BANK + ["x"], "word": "bank"}, 422, "invalid_request", ["exactly two", "matrix"]),
-    ("/v1/similarity", {"sentences": BANK, "word": ["bank", "bank", "bank"]}, 422, "invalid_request", ["3 values for word"]),
+    ("/v1/similarity", {"sentences": BANK, "word": ["bank", "bank", "bank"]}, 422, "invalid_request", ["word has 3 values for 2 sentences"]),
     ("/v1/similarity", {"sentences": BANK, "word": "bank", "layer": 99}, 422, "invalid_input", ["layer 99"]),
     ("/v1/nowhere", {"texts": ["a"]}, 404, "not_found", ["/v1/nowhere"]),
 ]

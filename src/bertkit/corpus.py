@@ -20,14 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bertkit.checkpoint import atomic_write
+from bertkit.data import formats_help, input_format, is_input_file, iter_table, table_columns, text_column
 from bertkit.errors import BertkitError
 
 if TYPE_CHECKING:
     from bertkit.model import Model
 
-STREAMABLE = (".parquet", ".csv", ".tsv", ".jsonl", ".txt")
 RUN_FILE = "_bertkit_run.json"
-TASKS = ("embed", "predict")
 
 
 @dataclass(frozen=True)
@@ -43,50 +42,26 @@ class Shard:
 
 
 def input_files(source: str | os.PathLike) -> list[Path]:
-    """The files of a corpus, in a fixed order: one file, or every streamable file under a folder."""
+    """The files of a corpus, in a fixed order: one file, or every input file (bertkit.data.INPUT_FORMATS) under a folder."""
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in STREAMABLE and not p.name.startswith((".", "_")))
+        files = sorted(p for p in path.rglob("*") if p.is_file() and is_input_file(p) and not p.name.startswith((".", "_")))
         if not files:
-            raise BertkitError(f"{path} holds no {', '.join(STREAMABLE)} files")
+            raise BertkitError(f"{path} holds no input files ({formats_help()})")
         return files
     if not path.exists():
         raise BertkitError(f"{path} does not exist")
-    if path.suffix not in STREAMABLE:
-        raise BertkitError(f"{path}: corpus inference streams {', '.join(STREAMABLE)} files; convert it or pass a folder")
+    if not is_input_file(path):
+        raise BertkitError(f"{path} is not an input file ({formats_help()}); convert it or pass a folder")
     return [path]
 
 
-def read_chunks(path: Path, column: str, rows: int) -> Iterator[pd.Series]:
-    """The text column of `path`, `rows` at a time, never the whole file in memory."""
-    if path.suffix == ".parquet":
-        file = pq.ParquetFile(path)
-        if column not in file.schema_arrow.names:
-            raise BertkitError(f"column '{column}' not in {path}; available: {', '.join(file.schema_arrow.names)} — pass --text-column")
-        for batch in file.iter_batches(batch_size=rows, columns=[column]):
-            yield batch.column(0).to_pandas()
-    elif path.suffix == ".txt":
-        with open(path, encoding="utf-8") as f:
-            lines: list[str] = []
-            for line in f:
-                lines.append(line.rstrip("\n"))
-                if len(lines) == rows:
-                    yield pd.Series(lines, dtype=object)
-                    lines = []
-            if lines:
-                yield pd.Series(lines, dtype=object)
-    else:
-        reader = (pd.read_json(path, lines=True, chunksize=rows, dtype=False) if path.suffix == ".jsonl" else
-                  pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", chunksize=rows, dtype=str, keep_default_na=False))
-        with reader:
-            for frame in reader:
-                if column not in frame.columns:
-                    raise BertkitError(f"column '{column}' not in {path}; available: {', '.join(map(str, frame.columns))} — pass --text-column")
-                yield frame[column]
-
-
-def _column_for(path: Path, column: str | None) -> str:
-    return "text" if path.suffix == ".txt" else (column or "text")
+def read_chunks(path: Path, column: str | None, rows: int) -> Iterator[pd.Series]:
+    """The text column of `path`, `rows` at a time, never the whole file in memory: the rows bertkit.data.read_table
+    would give, in the column bertkit.data.text_column picks (`column`, else a usual name, else the only one)."""
+    name = text_column(table_columns(path, rows), column, where=str(path))
+    for frame in iter_table(path, rows, columns=[name]):
+        yield frame[name]
 
 
 def run_corpus(
@@ -101,31 +76,38 @@ def run_corpus(
     progress: bool = True,
     options: dict | None = None,
 ) -> dict:
-    """Run `task` ("embed" or "predict") over a corpus; returns counts of shards done and skipped.
+    """Run a table task (`embed`, `predict`, ...) over a corpus; returns counts of shards done and skipped.
 
-    `options` go to `model.embed` (pooling, normalize, max_length, batch_tokens) or `model.predict`
-    (threshold, batch_tokens); they are part of the run's identity, so a re-run must repeat them.
+    `options` are the task's options (plus `batch_tokens`); they are part of the run's identity,
+    so a re-run must repeat them.
     """
+    from bertkit.tasks import get, tasks
+
     options = dict(options or {})
-    if task not in TASKS:
-        raise BertkitError(f"unknown corpus task '{task}'; use one of {', '.join(TASKS)}")
+    try:
+        declared = get(task)
+    except KeyError:
+        declared = None
+    if declared is None or not declared.table:
+        names = ", ".join(t.name for t in tasks() if t.table)
+        raise BertkitError(f"unknown corpus task '{task}'; use one of {names}")
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     files = input_files(source)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _check_same_run(out, {"task": task, "model": model.source, "source": str(source),
+    _check_same_run(out, {"task": declared.name, "model": model.source, "source": str(source),
                           "files": [str(f) for f in files], "text_column": text_column, "shard_rows": shard_rows,
                           "options": {k: v for k, v in options.items() if k != "batch_tokens"}})
     done = skipped = rows = 0
     shards = _my_shards(files, text_column, shard_rows, rank, world_size)
-    bar = _progress(progress and rank == 0, f"{task} (rank {rank}/{world_size})")
+    bar = _progress(progress and rank == 0, f"{declared.name} (rank {rank}/{world_size})")
     for shard, texts in shards:
         target = out / shard.name
         if target.exists():
             skipped += 1
             continue
-        table = _run_task(model, task, shard, texts, options)
+        table = _run_task(model, declared, shard, texts, options)
         atomic_write(target, lambda tmp: pq.write_table(table, tmp))
         done += 1
         rows += len(texts)
@@ -139,37 +121,45 @@ def _my_shards(files, column, shard_rows, rank, world_size) -> Iterator[tuple[Sh
     n = 0
     for file_index, path in enumerate(files):
         first_row = 0
-        for chunk, texts in enumerate(read_chunks(path, _column_for(path, column), shard_rows)):
+        # A .txt file has one column, whatever --text-column says for the tables beside it.
+        own = None if input_format(path)[0] == ".txt" else column
+        for chunk, texts in enumerate(read_chunks(path, own, shard_rows)):
             if n % world_size == rank:
                 yield Shard(file_index, chunk, path, first_row), texts.reset_index(drop=True)
             n += 1
             first_row += len(texts)
 
 
-def _run_task(model: "Model", task: str, shard: Shard, texts: pd.Series, options: dict) -> pa.Table:
-    values = texts.tolist()
-    ok = [i for i, t in enumerate(values) if isinstance(t, str)]
-    errors = [None if isinstance(t, str) else "missing or non-string text" for t in values]
-    columns: dict[str, pa.Array] = {}
-    if task == "embed":
-        vectors = model.embed([values[i] for i in ok], **options) if ok else np.zeros((0, model.config.hidden_size), np.float32)
-        full: list = [None] * len(values)
-        for i, v in zip(ok, vectors):
-            full[i] = v
-        columns["embedding"] = pa.array(full, type=pa.list_(pa.float32(), model.config.hidden_size))
-    else:
-        results = model.predict(values, **options)
-        columns["label"] = pa.array([r["label"] for r in results], type=pa.string())
-        for name in model.labels:
-            columns[f"score_{name}"] = pa.array([None if r["scores"] is None else r["scores"][name] for r in results], type=pa.float32())
-        columns["truncated"] = pa.array([r.get("truncated", 0) for r in results], type=pa.int32())
-        errors = [r.get("error") for r in results]
+def _run_task(model: "Model", task, shard: Shard, texts: pd.Series, options: dict) -> pa.Table:
+    from bertkit.tasks.tables import run_table
+
+    options = dict(options)
+    batch_tokens = options.pop("batch_tokens", None)
+    frame = pd.DataFrame({"text": texts.tolist()})
+    table, _, _ = run_table(task, model, frame, "text", None, batch_tokens, **options)
+    columns = {name: arrow_column(table[name].tolist()) for name in table.columns if name != "text"}
     return pa.table({
-        "source": pa.array([str(shard.path)] * len(values)),
-        "row_id": pa.array(np.arange(len(values)) + shard.first_row, type=pa.int64()),
+        "source": pa.array([str(shard.path)] * len(table)),
+        "row_id": pa.array(np.arange(len(table)) + shard.first_row, type=pa.int64()),
         **columns,
-        "error": pa.array(errors, type=pa.string()),
     })
+
+
+def arrow_column(values: list) -> pa.Array:
+    """One result column with a stable type whatever a shard holds (vectors as fixed-size float32 lists)."""
+    present = [v for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
+    if present and isinstance(present[0], np.ndarray):
+        return pa.array([None if v is None else v.astype(np.float32) for v in values],
+                        type=pa.list_(pa.float32(), len(present[0])))
+    if not present or isinstance(present[0], str):
+        return pa.array([v if isinstance(v, str) else None for v in values], type=pa.string())
+    if isinstance(present[0], (bool, np.bool_)):
+        return pa.array(values, type=pa.bool_())
+    if isinstance(present[0], (int, np.integer)):
+        return pa.array(values, type=pa.int32())
+    if isinstance(present[0], (float, np.floating)):
+        return pa.array([None if v is None or np.isnan(v) else float(v) for v in values], type=pa.float32())
+    return pa.array(values)
 
 
 def _check_same_run(out: Path, settings: dict) -> None:

@@ -12,10 +12,10 @@ class OptionError(BertkitError):
     (`--lr must be positive`), the field in a server request."""
 
     def __init__(self, param: str, problem: str) -> None:
-        super().__init__(f"{param} {problem}")
         self.param = param
-        self.problem = problem
+        self.problem = problem  # may say "{name}" where the option is named again
+        super().__init__(self.named(param))
 
     def named(self, name: str) -> str:
         """The message with the option called `name` (a flag, a JSON field)."""
-        return f"{name} {self.problem}"
+        return f"{name} {self.problem.replace('{name}', name)}"

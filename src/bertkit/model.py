@@ -1,11 +1,16 @@
-"""Model: one loaded BERT (tokenizer + network + device); every task hangs off this object."""
+"""Model: one loaded BERT (tokenizer + network + device) and the machinery every task runs on.
+
+The task methods (`tokenize`, `embed`, `fill_mask`, `similarity`, `predict`, ...) are not written
+here: each task is declared once in `bertkit.tasks`, and registering it gives `Model` its method
+with the declared signature (see `bertkit.tasks.registry`).
+"""
 from __future__ import annotations
 
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -14,14 +19,9 @@ from bertkit.checkpoint import load_network, resolve, save_network
 from bertkit.config import BertConfig
 from bertkit.device import autocast, pick_device
 from bertkit.errors import BertkitError
+from bertkit.inputs import warn_truncated
 from bertkit.modeling import BertNetwork
-from bertkit.inputs import as_text_list, check_pairs, warn_truncated
 from bertkit.tokenizer import Encoding, Tokenizer
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from bertkit.tasks.word_similarity import SimilarityMatrix, WordSimilarity, WordVector
 
 R = TypeVar("R")
 # CPU: small batches stay in cache; 2048 measured ~10% faster than 8192 on MiniLM (benchmarks/bench_embed.py).
@@ -118,19 +118,12 @@ class Model:
         }
 
     # -- the shared machinery of every task -------------------------------------------------------
-    def encode(
-        self,
-        texts: Sequence[str],
-        pairs: Sequence[str] | None = None,
-        max_length: int | None = None,
-    ) -> list[Encoding]:
-        """Tokenize, truncating to the model's limit; each Encoding reports how many tokens were cut."""
-        texts = as_text_list(texts, "texts", single=False)
-        if pairs is not None:
-            pairs = as_text_list(pairs, "pairs", single=False)
-            check_pairs(len(texts), pairs)
-        limit = min(max_length or self.max_length, self.max_length)
-        return self.tokenizer.encode_batch(texts, pairs, max_length=limit)
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
+               max_length: int | None = None) -> list[Encoding]:
+        """Deprecated name of `tokenize` (in sentence-transformers `encode` means "embed"); removed in 0.3."""
+        warnings.warn("Model.encode is deprecated: it is called tokenize now (encode means embed elsewhere)",
+                      DeprecationWarning, stacklevel=2)
+        return self.tokenize(texts, pairs, max_length)
 
     def run(
         self,
@@ -173,7 +166,7 @@ class Model:
         n_layers = self.config.num_hidden_layers
         if not -(n_layers + 1) <= layer <= n_layers:
             raise BertkitError(f"layer {layer} does not exist; this model has layers 0..{n_layers} (or -1..-{n_layers + 1})")
-        encodings = self.encode([texts] if isinstance(texts, str) else texts, pairs)
+        encodings = self.tokenize(texts, pairs)
         warn_truncated(encodings, self.max_length)
         last = layer in (-1, n_layers)
 
@@ -182,50 +175,6 @@ class Model:
             return batch.split_per_sequence(states.float().cpu())
 
         return self.run(encodings, step, batch_tokens)
-
-    # -- tasks (the logic lives in bertkit.tasks) ---------------------------------------------------
-    def fill_mask(self, texts: Sequence[str] | str, top_k: int = 5, targets: Sequence[str] | None = None,
-                  batch_tokens: int | None = None) -> list[list[list[dict]]]:
-        """Per text, per [MASK], ranked `{token, id, score, sequence}`; see bertkit.tasks.fill_mask."""
-        from bertkit.tasks.fill_mask import fill_mask
-
-        return fill_mask(self, texts, top_k, targets, batch_tokens)
-
-    def embed(self, texts: Sequence[str] | str, pooling: str | None = None, normalize: bool | None = None,
-              batch_tokens: int | None = None, max_length: int | None = None) -> "np.ndarray":
-        """Sentence vectors, float32 [n, hidden]; the checkpoint's sentence-transformers settings by default."""
-        from bertkit.tasks.embeddings import embed
-
-        return embed(self, texts, pooling, normalize, batch_tokens, max_length)
-
-    def word_embedding(self, sentence: str, word: str, occurrence: int = 0, pooling: str = "mean",
-                       layer: int | str = -1) -> "WordVector":
-        """The contextual vector of a whole word (pooled over its pieces) and where it was found."""
-        from bertkit.tasks.word_similarity import word_vectors
-
-        return word_vectors(self, [sentence], [word], [occurrence], pooling, layer)[0]
-
-    def word_similarity(self, sentence_a: str, sentence_b: str, word: str, word_b: str | None = None,
-                        occurrence: int = 0, occurrence_b: int | None = None, pooling: str = "mean",
-                        layer: int | str = -1) -> "WordSimilarity":
-        """Cosine similarity of a word's vectors in two sentences (`word_b`: a different word in sentence b)."""
-        from bertkit.tasks.word_similarity import word_similarity
-
-        return word_similarity(self, sentence_a, sentence_b, word, word_b, occurrence, occurrence_b, pooling, layer)
-
-    def similarity_matrix(self, sentences: Sequence[str], word: str | Sequence[str], occurrence: int | Sequence[int] = 0,
-                          pooling: str = "mean", layer: int | str = -1) -> "SimilarityMatrix":
-        """Pairwise cosine similarities of a word's vectors across sentences, with row labels."""
-        from bertkit.tasks.word_similarity import similarity_matrix
-
-        return similarity_matrix(self, sentences, word, occurrence, pooling, layer)
-
-    def predict(self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None, threshold: float = 0.5,
-                batch_tokens: int | None = None) -> list[dict]:
-        """Per input row `{label, scores, truncated, error}`, in order; bad rows flagged, never dropped."""
-        from bertkit.tasks.classify import predict
-
-        return predict(self, texts, pairs, threshold, batch_tokens)
 
     def __repr__(self) -> str:
         c = self.config

@@ -23,11 +23,14 @@ from typing import Any, Literal, Union
 
 from bertkit.errors import OptionError
 
-__all__ = ["Options", "Spec", "add_flags", "check", "flag_name", "from_args", "option", "specs"]
+__all__ = ["REQUIRED", "Options", "Spec", "add_flags", "check", "flag_name", "from_args", "option", "specs"]
+
+
+REQUIRED: Any = dataclasses.MISSING  # option(REQUIRED, ...): the caller must give a value
 
 
 def option(
-    default: Any = None,
+    default: Any,
     help: str = "",
     *,
     ge: float | None = None,
@@ -52,6 +55,8 @@ def option(
     """
     meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "short": short, "metavar": metavar,
             "default_help": default_help, "split": split, "cli": cli, "server": server, "shared": shared}
+    if default is REQUIRED:
+        return dataclasses.field(metadata={"bertkit": meta})
     return dataclasses.field(default=default, metadata={"bertkit": meta})
 
 
@@ -89,10 +94,14 @@ class Spec:
     def bounds(self) -> dict[str, float]:
         return {k: v for k, v in (("ge", self.ge), ("gt", self.gt), ("le", self.le), ("lt", self.lt)) if v is not None}
 
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
     def describe_default(self) -> str | None:
         if self.default_help:
             return self.default_help
-        if self.default is None or self.default is False:
+        if self.required or self.default is None or self.default is False:
             return None
         return str(self.default)
 
@@ -118,8 +127,7 @@ def specs(cls: type) -> tuple[Spec, ...]:
         meta = f.metadata.get("bertkit")
         if meta is None:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else None
-        out.append(Spec(f.name, hints[f.name], default, **meta))
+        out.append(Spec(f.name, hints[f.name], f.default, **meta))
     return tuple(out)
 
 
@@ -224,7 +232,9 @@ def add_flags(parser: argparse.ArgumentParser | Any, cls: type, *, skip: tuple[s
         names = [spec.flag] + ([spec.short] if spec.short else [])
         shown = spec.describe_default()
         kw: dict[str, Any] = {"dest": spec.name, "help": spec.help + (f" (default: {shown})" if shown else "")}
-        kw["default"] = argparse.SUPPRESS if suppress else spec.default
+        kw["default"] = argparse.SUPPRESS if suppress or spec.required else spec.default
+        if spec.required:
+            kw["required"] = True
         scalar, many = _cli_shape(spec.annotation)
         if scalar is bool and not many:
             kw["action"] = "store_true" if spec.default is False else argparse.BooleanOptionalAction

@@ -7,9 +7,6 @@ import numpy as np
 
 from bertkit.errors import BertkitError
 
-TASK_COLUMNS = {"embed": "embedding", "predict": "label"}
-
-
 def _require_ray():
     try:
         import ray  # noqa: F401
@@ -34,18 +31,19 @@ class _ModelActor:
         self.options = dict(options or {})
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import pandas as pd
+
+        from bertkit.tasks import get
+        from bertkit.tasks.tables import run_table
+
         if self.text_column not in batch:
             raise BertkitError(f"column '{self.text_column}' not in the dataset; available: {', '.join(batch)}")
-        texts = [t if isinstance(t, str) else None for t in batch[self.text_column].tolist()]
-        if self.task == "embed":
-            ok = [i for i, t in enumerate(texts) if t is not None]
-            vectors = np.full((len(texts), self.model.config.hidden_size), np.nan, dtype=np.float32)
-            if ok:
-                vectors[ok] = self.model.embed([texts[i] for i in ok], **self.options)
-            return {**batch, "embedding": list(vectors)}
-        rows = self.model.predict(texts, **self.options)
-        return {**batch, "label": np.array([r["label"] for r in rows], dtype=object),
-                "error": np.array([r.get("error") for r in rows], dtype=object)}
+        options = dict(self.options)
+        batch_tokens = options.pop("batch_tokens", None)
+        frame = pd.DataFrame({"text": list(batch[self.text_column])})
+        table, _, _ = run_table(get(self.task), self.model, frame, "text", None, batch_tokens, **options)
+        added = {name: np.array(table[name].tolist(), dtype=object) for name in table.columns if name != "text"}
+        return {**batch, **added}
 
 
 def map_dataset(
@@ -60,15 +58,19 @@ def map_dataset(
     options: dict | None = None,
     compile: bool = False,
 ):
-    """Return `dataset` with an `embedding` (or `label` + `error`) column added, computed by `concurrency` model actors.
+    """Return `dataset` with the task's result columns added (embed: `embedding`; predict: `predicted_label`, scores),
+    plus `error`, computed by `concurrency` model actors.
 
     Each actor holds one model; Ray places actors on the cluster's nodes (give `num_gpus=1` for one
     GPU per actor). Rows keep every input column, so ids travel with their results. `compile`
     runs `Model.compile()` in each actor.
     """
+    from bertkit.tasks import tasks
+
     _require_ray()
-    if task not in TASK_COLUMNS:
-        raise BertkitError(f"unknown task '{task}'; use embed or predict")
+    names = [t.name for t in tasks() if t.table]
+    if task not in names:
+        raise BertkitError(f"unknown task '{task}'; use one of {', '.join(names)}")
     return dataset.map_batches(
         _ModelActor,
         fn_constructor_kwargs={"model": model, "task": task, "text_column": text_column,

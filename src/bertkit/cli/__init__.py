@@ -10,11 +10,22 @@ from bertkit.errors import BertkitError, OptionError
 from bertkit.options import flag_name
 
 # Each module adds its sub-commands with `register(subparsers)`.
-COMMAND_MODULES = ["core", "tasks", "train", "serve", "bench"]
+COMMAND_MODULES = ["tasks", "core", "train", "serve", "bench"]
+
+
+class UsageError(BertkitError):
+    """A command line argparse refused (unknown flag, bad value); said in one line like every other error."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a usage mistake is one `error:` line and exit status 2, not usage text and a message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bertkit", description="BERT-family encoders: tokenize, fill masks, embed, train, predict, serve.")
+    parser = Parser(prog="bertkit", description="BERT-family encoders: tokenize, fill masks, embed, train, predict, serve.")
     from bertkit import __version__
 
     parser.add_argument("--version", action="version", version=f"bertkit {__version__}")
@@ -31,7 +42,11 @@ def one_line_warning(message, category, filename, lineno, file=None, line=None):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):  # no command is a usage error, as argparse treats a wrong one
         parser.print_help(sys.stderr)
         return 2

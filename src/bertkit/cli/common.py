@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,18 +37,22 @@ def emit(args: argparse.Namespace, payload: Any, human: Callable[[Any], str] | N
         print(human(payload))
 
 
-def read_texts(args: argparse.Namespace) -> list[str]:
-    """Texts from the positional arguments, or from --input FILE (one per line), or '-' for stdin."""
+def input_frame(args: argparse.Namespace) -> tuple[Any, str]:
+    """The inputs as a table and its text column: TEXT arguments, or --input FILE (any supported format), or '-' (stdin lines)."""
+    import pandas as pd
+
+    from bertkit.tasks.tables import text_column
+
     texts = list(getattr(args, "texts", None) or [])
     source = getattr(args, "input", None)
     if source:
-        if source == "-":
-            texts += sys.stdin.read().splitlines()
-        else:
-            path = Path(source)
-            if not path.exists():
-                raise BertkitError(f"{path} does not exist")
-            texts += path.read_text(encoding="utf-8").splitlines()
+        if texts:
+            raise BertkitError("give texts as arguments or with --input FILE, not both")
+        from bertkit.data import read_inputs
+
+        frame = read_inputs(source)
+        return frame, text_column(frame, getattr(args, "text_column", None))
     if not texts:
         raise BertkitError("no texts given; pass them as arguments or with --input FILE")
-    return texts
+    return pd.DataFrame({"text": texts}), "text"
+

@@ -1,21 +1,12 @@
-"""`bertkit tokenize`, `bertkit models` and `bertkit info`."""
+"""`bertkit models` and `bertkit info` (the task commands, tokenize included, come from bertkit.cli.tasks)."""
 from __future__ import annotations
 
 import argparse
 
-from bertkit.cli.common import add_json_arg, add_model_args, emit, load_model, read_texts
+from bertkit.cli.common import add_json_arg, emit, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tokenize", help="show word pieces, ids and character offsets")
-    p.add_argument("texts", nargs="*", metavar="TEXT")
-    p.add_argument("--input", help="a text file, one text per line ('-' for stdin)")
-    p.add_argument("--pair", help="a second text, tokenized as a pair with every TEXT")
-    p.add_argument("--max-length", type=int, default=None, help="truncate to this many tokens (reported)")
-    add_model_args(p, runs_network=False)
-    add_json_arg(p)
-    p.set_defaults(func=tokenize)
-
     p = sub.add_parser("models", help="list the bundled model aliases and where they live")
     add_json_arg(p)
     p.set_defaults(func=models)
@@ -25,29 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     add_json_arg(p)
     p.set_defaults(func=info)
-
-
-def tokenize(args: argparse.Namespace) -> int:
-    from bertkit.checkpoint import resolve
-    from bertkit.tokenizer import Tokenizer
-
-    tokenizer = Tokenizer.from_dir(resolve(args.model))  # no weights needed to tokenize
-    texts = read_texts(args)
-    pairs = [args.pair] * len(texts) if args.pair is not None else None
-    encodings = tokenizer.encode_batch(texts, pairs, max_length=args.max_length)
-    rows = [{"text": t, **e.to_dict()} for t, e in zip(texts, encodings)]
-
-    def human(rows):
-        lines = []
-        for r in rows:
-            lines.append(" ".join(r["tokens"]))
-            lines.append(" ".join(str(i) for i in r["ids"]))
-            if r["n_truncated"]:
-                lines.append(f"(truncated: {r['n_truncated']} tokens cut)")
-        return "\n".join(lines)
-
-    emit(args, rows, human)
-    return 0
 
 
 def models(args: argparse.Namespace) -> int:

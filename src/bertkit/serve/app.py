@@ -2,7 +2,7 @@
 # No `from __future__ import annotations`: FastAPI reads the request models from the signatures at definition time.
 import logging
 from contextlib import asynccontextmanager
-from typing import Any, Union
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bertkit import __version__
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, OptionError
 from bertkit.model import Model
 from bertkit.serve import schemas as s
 from bertkit.serve.errors import ServeError, error_response, http_error, is_json, not_json, validation_error
@@ -18,6 +18,7 @@ from bertkit.serve.gate import Gate
 from bertkit.serve.metrics import CONTENT_TYPE
 from bertkit.serve.service import Service
 from bertkit.serve.settings import Settings
+from bertkit.tasks.base import Task
 
 log = logging.getLogger("bertkit.serve")
 
@@ -29,17 +30,16 @@ ERRORS = {
     422: {"model": s.ErrorResponse, "description": "a field is missing, of the wrong type, over a limit, or unusable"},
     503: {"model": s.ErrorResponse, "description": "overloaded or shutting down; retry"},
 }
-DESCRIPTION = """BERT-family encoders over HTTP: tokenize, embed, fill-mask, word similarity and classification.
+DESCRIPTION = """BERT-family encoders over HTTP: {tasks}.
 
 Bodies mirror `bertkit <command> --json`. Concurrent requests are merged into token-budget batches.
-Every error answers `{"error": {"type": ..., "message": ...}}`."""
+Every error answers `{{"error": {{"type": ..., "message": ...}}}}`."""
 
 
 def create_app(model: Model, settings: Settings | None = None) -> FastAPI:
     """An ASGI app serving `model`; run it with uvicorn (or `bertkit serve`). The model is used from one thread only."""
     settings = settings or Settings()
     service = Service(model, settings)
-    req = s.request_models(settings.max_texts, settings.max_chars)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -47,43 +47,13 @@ def create_app(model: Model, settings: Settings | None = None) -> FastAPI:
         yield
         await service.shutdown()  # uvicorn has already waited for open requests; this empties the queues
 
-    app = FastAPI(title="bertkit", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    names = ", ".join(service.tasks)
+    app = FastAPI(title="bertkit", version=__version__, description=DESCRIPTION.format(tasks=names), lifespan=lifespan)
     app.state.service = service
     app.add_middleware(Gate, service=service)
     _add_error_handlers(app)
-
-    def needs(task: str) -> Any:
-        async def check() -> None:  # runs before the body is validated: "wrong model" is the first thing to say
-            service.require(task)
-
-        return [Depends(check)]
-
-    @app.post("/v1/tokenize", response_model=list[s.TokenizeRow], responses=ERRORS, tags=["tasks"])
-    async def tokenize(body: req.tokenize) -> Any:
-        """Word pieces, ids, character offsets and word ids per text (no model weights used)."""
-        return JSONResponse(await service.tokenize(body))
-
-    @app.post("/v1/embed", response_model=s.EmbedResponse, responses=ERRORS, tags=["tasks"])
-    async def embed(body: req.embed) -> Any:
-        """One sentence vector per text."""
-        return JSONResponse(await service.embed(body))
-
-    @app.post("/v1/fill-mask", response_model=list[s.FillMaskRow], responses=ERRORS, tags=["tasks"],
-              dependencies=needs("fill-mask"))
-    async def fill_mask(body: req.fill_mask) -> Any:
-        """Ranked candidates for every [MASK] (needs a model with a masked-LM head)."""
-        return JSONResponse(await service.fill_mask(body))
-
-    @app.post("/v1/similarity", response_model=Union[s.SimilarityPair, s.SimilarityMatrix], responses=ERRORS, tags=["tasks"])
-    async def similarity(body: req.similarity) -> Any:
-        """Cosine similarity of a word's contextual vectors in two sentences, or a matrix over many."""
-        return JSONResponse(await service.similarity(body))
-
-    @app.post("/v1/predict", response_model=list[s.PredictRow], responses=ERRORS, tags=["tasks"],
-              dependencies=needs("predict"))
-    async def predict(body: req.predict) -> Any:
-        """A label and every label's probability per text (needs a model with a classifier head)."""
-        return JSONResponse(await service.predict(body))
+    for task in service.tasks.values():
+        _add_task_route(app, service, task, s.request_model(task, settings.max_texts, settings.max_chars))
 
     @app.get("/v1/model", response_model=s.ModelInfo, responses={401: ERRORS[401]}, tags=["server"])
     async def model_info() -> Any:
@@ -111,7 +81,22 @@ def create_app(model: Model, settings: Settings | None = None) -> FastAPI:
 
     if settings.api_key is not None:
         _document_api_key(app)
+    service.paths = {route.path for route in app.routes}
     return app
+
+
+def _add_task_route(app: FastAPI, service: Service, task: Task, Request: type) -> None:
+    """POST /v1/<task>: the body is the task's request model, the answer its payload (as `bertkit <task> --json`)."""
+    async def check() -> None:  # runs before the body is validated: "wrong model" is the first thing to say
+        service.require(task)
+
+    async def endpoint(body: Request) -> Any:  # type: ignore[valid-type]
+        return JSONResponse(await service.handle(task, body))
+
+    doc = (type(task).__doc__ or task.summary).strip().split("\n\n")[0]
+    app.post(f"/v1/{task.name}", response_model=task.Response, responses=ERRORS, tags=["tasks"],
+             summary=task.summary, description=doc, name=task.method,
+             dependencies=[Depends(check)] if task.head else None)(endpoint)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -134,6 +119,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServeError)
     async def on_serve(request: Request, exc: ServeError) -> JSONResponse:
         return error_response(exc.status, exc.type, exc.message, exc.headers)
+
+    @app.exception_handler(OptionError)
+    async def on_option(request: Request, exc: OptionError) -> JSONResponse:  # a field of the body, named as sent
+        return error_response(422, "invalid_request", str(exc))
 
     @app.exception_handler(BertkitError)
     async def on_bertkit(request: Request, exc: BertkitError) -> JSONResponse:

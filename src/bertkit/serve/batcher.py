@@ -11,7 +11,7 @@ from typing import Any, Callable, Hashable, Sequence
 import torch
 
 # run(items, options) -> one result per item, in order. It is called on the model thread only.
-RunFn = Callable[[list, dict], Sequence[Any]]
+RunFn = Callable[[list, Any], Sequence[Any]]
 # on_batch(task, requests, items, tokens, seconds), called on the event loop after every model call.
 BatchObserver = Callable[[str, int, int, int, float], None]
 
@@ -46,8 +46,8 @@ def _inference(fn: Callable, *args: Any) -> Any:
 @dataclass(eq=False)
 class Job:
     items: list
-    options: dict
-    key: Hashable  # jobs merge only when their options are equal
+    options: Any
+    key: Hashable  # jobs merge only when their keys (the options that shape a batch) are equal
     tokens: int
     future: asyncio.Future
     arrived: float = field(default_factory=time.monotonic)
@@ -99,14 +99,17 @@ class Batcher:
         self._wake = asyncio.Event()
         self._task = loop.create_task(self._loop(), name=f"batcher-{self.name}")
 
-    async def submit(self, items: list, options: dict, tokens: int) -> list:
-        """Queue one request and wait for its own results (exceptions come back to this caller only)."""
+    async def submit(self, items: list, options: Any, tokens: int, key: Any = None) -> list:
+        """Queue one request and wait for its own results (exceptions come back to this caller only).
+
+        Requests merge only when their `key` is equal (default: the options themselves, a dict)."""
         if self._closed:
             raise Closed(f"the {self.name} queue is shut down")
         if len(self._queue) >= self.max_queue:
             raise Overloaded(f"the {self.name} queue holds {len(self._queue)} requests; retry shortly")
         self.start()
-        job = Job(list(items), options, _freeze(options), tokens, asyncio.get_running_loop().create_future())
+        job = Job(list(items), options, _freeze(options if key is None else key), tokens,
+                  asyncio.get_running_loop().create_future())
         self._queue.append(job)
         self._wake.set()
         return await job.future

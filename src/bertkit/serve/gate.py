@@ -13,8 +13,6 @@ if TYPE_CHECKING:
     from bertkit.serve.service import Service
 
 OPEN_WHILE_DRAINING = ("/healthz", "/readyz", "/metrics")
-KNOWN_PATHS = ("/v1/tokenize", "/v1/embed", "/v1/similarity", "/v1/fill-mask", "/v1/predict", "/v1/model",
-               "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc")
 
 
 class Gate:
@@ -46,7 +44,7 @@ class Gate:
         finally:
             self.service.in_flight -= 1
             path = scope.get("path", "")
-            self.service.metrics.observe_request(path if path in KNOWN_PATHS else "other", status,
+            self.service.metrics.observe_request(path if path in self.service.paths else "other", status,
                                                  time.perf_counter() - start)
 
     async def _handle(self, scope: dict, receive: Callable, send: Callable) -> None:

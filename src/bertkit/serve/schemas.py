@@ -1,10 +1,14 @@
-"""Request and response bodies (pydantic, unknown fields forbidden); request limits come from the server's Settings."""
+"""Request and response bodies (pydantic, unknown fields forbidden): task bodies derive from the task declarations."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Optional, Union
+import types
+import typing
+from typing import Annotated, Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+
+from bertkit.options import specs
+from bertkit.tasks.base import Task
 
 STRICT = ConfigDict(extra="forbid", strict=True)
 TRUNCATE = Field(True, description="cut texts longer than the model accepts (and report it); false: reject them with 422")
@@ -14,7 +18,7 @@ class Body(BaseModel):
     model_config = STRICT
 
 
-# -- responses (the same JSON the CLI prints with --json, plus truncation reports) ----------------
+# -- responses of the server's own endpoints (a task's response is its declared Response) ------------
 class ErrorDetail(Body):
     type: str = Field(description="a stable machine-readable kind, e.g. invalid_request, limit_exceeded")
     message: str = Field(description="what went wrong and what to do instead")
@@ -23,75 +27,6 @@ class ErrorDetail(Body):
 
 class ErrorResponse(Body):
     error: ErrorDetail
-
-
-class TokenizeRow(Body):
-    text: str
-    tokens: list[str]
-    ids: list[int]
-    offsets: list[list[int]]
-    word_ids: list[Optional[int]]
-    type_ids: list[int]
-    special_tokens_mask: list[int]
-    n_truncated: int
-
-
-class Candidate(Body):
-    token: str
-    id: Optional[int]
-    score: float
-    sequence: str
-    target: Optional[str] = Field(None, description="only when targets were given")
-    pieces: Optional[list[str]] = Field(None, description="only when targets were given")
-    ids: Optional[list[int]] = Field(None, description="only when targets were given")
-    log_prob: Optional[float] = Field(None, description="only when targets were given")
-
-
-class FillMaskRow(Body):
-    text: str
-    masks: list[list[Candidate]] = Field(description="per [MASK] in the text, the ranked candidates")
-    truncated: int = Field(description="tokens cut from the end of this text (0: none)")
-
-
-class EmbedResponse(Body):
-    dim: int
-    embeddings: list[list[float]]
-    truncated: list[int] = Field(description="per text, tokens cut from its end (0: none)")
-
-
-class PredictRow(Body):
-    text: Optional[str]
-    label: Optional[str]
-    labels: Optional[list[str]] = Field(None, description="multi-label models only: every label over the threshold")
-    scores: Optional[dict[str, float]]
-    truncated: int
-    error: Optional[str]
-
-
-class WordInContext(Body):
-    sentence: str
-    word: str
-    occurrence: int
-    span: list[int]
-    occurrences: list[list[int]]
-    tokens: list[str]
-    token_indices: list[int]
-    layer: Union[int, str]
-    pooling: str
-
-
-class SimilarityPair(Body):
-    similarity: float
-    a: WordInContext
-    b: WordInContext
-    truncated: list[int]
-
-
-class SimilarityMatrix(Body):
-    labels: list[str]
-    matrix: list[list[float]]
-    words: list[WordInContext]
-    truncated: list[int]
 
 
 class Status(Body):
@@ -131,76 +66,46 @@ class ModelInfo(Body):
     embedding: EmbeddingInfo
 
 
-# -- requests ----------------------------------------------------------------------------------
-@dataclass
-class RequestModels:
-    tokenize: type[BaseModel]
-    fill_mask: type[BaseModel]
-    embed: type[BaseModel]
-    predict: type[BaseModel]
-    similarity: type[BaseModel]
+# -- requests: one body per task, derived from its declaration ------------------------------------------
+def request_model(task: Task, max_texts: int, max_chars: int) -> type[BaseModel]:
+    """The request body of `POST /v1/<task>`: its inputs and options, with this server's limits in the schema.
 
-
-def _example(body: dict) -> ConfigDict:
-    # Shown in /docs as a ready-to-send body.
-    return ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [body]})
-
-
-def request_models(max_texts: int, max_chars: int) -> RequestModels:
-    """Request bodies whose list and string limits are this server's, so the published schema states them."""
+    Types, defaults, allowed values, bounds and help come from the task's Options; texts and every
+    string or list inside an option are bounded by --max-chars / --max-texts, so the published
+    schema states what the server accepts.
+    """
     Text = Annotated[str, StringConstraints(max_length=max_chars)]
-    Texts = Annotated[list[Text], Field(min_length=1, max_length=max_texts,
-                                        description=f"1 to {max_texts} texts of at most {max_chars} characters")]
-    Word = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    low = task.min_inputs
+    fields: dict[str, Any] = {
+        task.input_name: (Annotated[list[Text], Field(min_length=low, max_length=max_texts)],
+                          Field(description=f"{low} to {max_texts} texts of at most {max_chars} characters")),
+    }
+    if task.pair_name:
+        fields[task.pair_name] = (Optional[Annotated[list[Text], Field(min_length=1, max_length=max_texts)]],
+                                  Field(None, description="a second text per text, read as a pair with it"))
+    for spec in specs(task.Options):
+        if not spec.server:
+            continue
+        shown = spec.describe_default()
+        info = Field(... if spec.required else spec.default,
+                     description=spec.help + (f" (default: {shown})" if shown else ""), **spec.bounds)
+        fields[spec.name] = (_limited(spec.annotation, max_texts, max_chars), info)
+    fields["truncate"] = (bool, TRUNCATE)
+    name = "".join(part.capitalize() for part in task.name.split("-")) + "Request"
+    config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [task.example]} if task.example else None)
+    return create_model(name, __config__=config, **fields)
 
-    class TokenizeRequest(Body):
-        model_config = _example({"texts": ["Hello, BERT!"]})
 
-        texts: Texts
-        pair: Optional[Text] = Field(None, description="a second text, tokenized as a pair with every text")
-        max_length: Optional[int] = Field(None, ge=1, description="truncate to this many tokens (reported)")
-        truncate: bool = Field(True, description="false: reject texts longer than max_length instead of cutting them")
-
-    class FillMaskRequest(Body):
-        model_config = _example({"texts": ["Paris is the [MASK] of France."], "top_k": 5})
-
-        texts: Texts = Field(description="texts with one or more [MASK] tokens")
-        top_k: int = Field(5, ge=1, le=1000, description="candidates per mask")
-        targets: Optional[Annotated[list[Word], Field(min_length=1, max_length=100)]] = Field(
-            None, description="score only these candidate words (multi-piece words allowed)")
-        truncate: bool = TRUNCATE
-
-    class EmbedRequest(Body):
-        model_config = _example({"texts": ["A sentence to embed.", "Another one."]})
-
-        texts: Texts
-        pooling: Optional[Literal["mean", "cls", "max", "mean_sqrt_len"]] = Field(
-            None, description="default: the model's sentence-transformers setting, else mean")
-        normalize: Optional[bool] = Field(None, description="L2-normalise (default: the model's setting)")
-        max_length: Optional[int] = Field(None, ge=1, description="truncate to this many tokens (default: the model's)")
-        truncate: bool = TRUNCATE
-
-    class PredictRequest(Body):
-        model_config = _example({"texts": ["What a wonderful film!"]})
-
-        texts: Texts
-        pairs: Optional[Annotated[list[Text], Field(min_length=1, max_length=max_texts)]] = Field(
-            None, description="a second text per text, classified as a pair with it")
-        threshold: float = Field(0.5, ge=0.0, le=1.0, description="multi-label: scores >= this are predicted")
-        truncate: bool = TRUNCATE
-
-    class SimilarityRequest(Body):
-        model_config = _example({"sentences": ["I sat by the river bank.", "I paid at the bank."], "word": "bank"})
-
-        sentences: Annotated[list[Text], Field(min_length=2, max_length=max_texts)] = Field(
-            description="exactly two sentences, or two or more with matrix: true")
-        word: Union[Word, Annotated[list[Word], Field(min_length=2, max_length=max_texts)]] = Field(
-            description="the word (or phrase) to compare: once, or once per sentence")
-        occurrence: Union[int, Annotated[list[int], Field(min_length=2, max_length=max_texts)]] = Field(
-            0, description="which occurrence when the word repeats (0 first, -1 last): once, or once per sentence")
-        pooling: Literal["mean", "first", "last"] = Field("mean", description="how to pool a word's pieces")
-        layer: Union[int, Literal["sum4", "concat4"]] = Field(-1, description="layer index (0 = embeddings), sum4 or concat4")
-        matrix: bool = Field(False, description="compare every sentence with every other")
-        truncate: bool = TRUNCATE
-
-    return RequestModels(TokenizeRequest, FillMaskRequest, EmbedRequest, PredictRequest, SimilarityRequest)
+def _limited(tp: Any, max_texts: int, max_chars: int) -> Any:
+    """`tp` with every string capped at max_chars (and non-empty), every list at max_texts, every float finite."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return Union[tuple(_limited(a, max_texts, max_chars) for a in typing.get_args(tp))]
+    if origin in (list, tuple):
+        (item,) = typing.get_args(tp)
+        return Annotated[list[_limited(item, max_texts, max_chars)], Field(min_length=1, max_length=max_texts)]
+    if tp is str:
+        return Annotated[str, StringConstraints(min_length=1, max_length=max_chars)]
+    if tp is float:
+        return Annotated[float, Field(allow_inf_nan=False)]
+    return tp

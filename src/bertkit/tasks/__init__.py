@@ -1,10 +1,16 @@
-"""The tasks built on a loaded Model: fill-mask, sentence and word-in-context embeddings, classification."""
-from bertkit.tasks.classify import predict
-from bertkit.tasks.embeddings import embed
-from bertkit.tasks.fill_mask import fill_mask
-from bertkit.tasks.word_similarity import SimilarityMatrix, WordSimilarity, WordVector, similarity_matrix, word_similarity
+"""The tasks, each declared once in its own module; Model methods, CLI commands and server endpoints derive from the registry."""
+from bertkit.tasks.base import Head, Item, Prepared, Task, run_task
+from bertkit.tasks.classify import Predict
+from bertkit.tasks.embeddings import Embed
+from bertkit.tasks.fill_mask import FillMask
+from bertkit.tasks.registry import get, register, tasks, unregister
+from bertkit.tasks.tokenize import Tokenize
+from bertkit.tasks.word_similarity import Similarity, SimilarityMatrix, WordSimilarity, WordVector
+
+for _task in (Tokenize, FillMask, Embed, Similarity, Predict):
+    register(_task)
 
 __all__ = [
-    "SimilarityMatrix", "WordSimilarity", "WordVector", "embed", "fill_mask", "predict", "similarity_matrix",
-    "word_similarity",
+    "Head", "Item", "Prepared", "SimilarityMatrix", "Task", "WordSimilarity", "WordVector", "get", "register",
+    "run_task", "tasks", "unregister",
 ]

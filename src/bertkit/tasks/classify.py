@@ -1,84 +1,111 @@
-"""Classification inference: a label and every label's probability per text; no input row is ever dropped."""
+"""Classification: a label and every label's probability per text; no input row is ever dropped."""
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
 
-import numpy as np
+from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
+
 import pandas as pd
 import torch
 
 from bertkit.batching import Batch
-from bertkit.errors import BertkitError
-from bertkit.inputs import warn_truncated
-from bertkit.paths import output_file
+from bertkit.options import Options, option
+from bertkit.tasks.base import Head, Item, Prepared, Task, closed
 
 if TYPE_CHECKING:
     from bertkit.model import Model
 
-TEXT_COLUMNS = ("text", "sentence", "review", "content")
-PREDICTION_FORMATS = (".csv", ".jsonl", ".json", ".parquet")
+
+@dataclass(frozen=True)
+class PredictOptions(Options):
+    threshold: float = option(0.5, "multi-label: every label scoring at least this is predicted", ge=0.0, le=1.0,
+                              shared=False)
 
 
-def predict(
-    model: "Model",
-    texts: Sequence[Any] | str,
-    pairs: Sequence[Any] | None = None,
-    threshold: float = 0.5,
-    batch_tokens: int | None = None,
-) -> list[dict]:
+@closed
+class PredictRow(TypedDict, total=False):
+    text: Optional[str]
+    label: Optional[str]
+    labels: Optional[list[str]]  # multi-label models only: every label over the threshold
+    scores: Optional[dict[str, float]]
+    truncated: int
+    error: Optional[str]
+
+
+class Predict(Task):
     """One row per input, in input order: `{"label", "scores", "truncated", "error"}`.
 
     Single-label checkpoints use softmax; multi-label ones (config.problem_type ==
     "multi_label_classification") and one-logit ones use a sigmoid, as transformers' pipeline does,
     and multi-label rows add `labels`: every label scoring >= `threshold`, best first (`label` is
     the first of them, or None). A regression checkpoint's scores are its raw outputs. Rows whose
-    text (or pair) is empty or not a string get `label` None, `scores` None and an `error`;
-    `truncated` is the number of tokens cut from a text longer than the model accepts.
+    text (or pair) is missing, not a string, blank or without any token get `label` None, `scores`
+    None and an `error`; `truncated` is the number of tokens cut from a text longer than the model accepts.
     """
-    if model.network.classifier is None:
-        name = model.source or str(model.folder)
-        raise BertkitError(f"{name} has no classifier head; train one with `bertkit train` "
-                           "or pass a fine-tuned folder (--model DIR)")
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    if pairs is not None:
-        pairs = list(pairs)
-        if len(pairs) != len(texts):
-            raise BertkitError(f"got {len(texts)} texts but {len(pairs)} pairs; give one pair per text")
-    errors = [_row_error(t, "text") or (_row_error(pairs[i], "pair") if pairs is not None else None)
-              for i, t in enumerate(texts)]
-    valid = [i for i, e in enumerate(errors) if e is None]
-    encodings = model.encode([texts[i] for i in valid], [pairs[i] for i in valid] if pairs is not None else None)
-    warn_truncated(encodings, model.max_length)
 
-    def step(batch: Batch) -> torch.Tensor:
-        return model.network.classify(batch).float().cpu()
+    name = "predict"
+    method = "predict"
+    summary = "Classify texts with a fine-tuned classifier"
+    Options = PredictOptions
+    head = Head("classifier", "classifier head", "train one with `bertkit train` or pass a fine-tuned folder (--model DIR)")
+    pair_name = "pairs"
+    flags_rows = True
+    table = True
+    example = {"texts": ["What a wonderful film!"]}
+    Response = list[PredictRow]
 
-    logits = model.run(encodings, step, batch_tokens)
-    rows: list[dict] = [{"label": None, "scores": None, "truncated": 0, "error": e} for e in errors]
-    kind = _problem_type(model)
-    names = model.labels
-    for i, enc, row_logits in zip(valid, encodings, logits):
-        rows[i] = _row(kind, names, row_logits, threshold) | {"truncated": enc.n_truncated, "error": None}
-    if kind == "multi_label":
-        for row in rows:
-            row.setdefault("labels", None)
-    return rows
+    def step(self, model: "Model", batch: Batch, items: list[Item], options: Any) -> list[torch.Tensor]:
+        return list(model.network.classify(batch).float().cpu())
+
+    def present(self, model: "Model", prepared: Prepared, results: list, options: PredictOptions) -> list[dict]:
+        kind, names = problem_type(model), model.labels
+        rows: list[dict] = [{"label": None, "scores": None, "truncated": 0, "error": e} for e in prepared.problems]
+        for item, logits in zip(prepared.items, results):
+            rows[item.owner] = _row(kind, names, logits, options.threshold) | {
+                "truncated": prepared.encodings[item.owner].n_truncated, "error": None}
+        if kind == "multi_label":
+            for row in rows:
+                row.setdefault("labels", None)
+        return rows
+
+    def payload(self, answer: list[dict], prepared: Prepared, options: Any) -> list[dict]:
+        return [{"text": t if isinstance(t, str) else None, **r} for t, r in zip(prepared.texts, answer)]
+
+    def human(self, payload: list[dict], prepared: Prepared) -> str:
+        lines = []
+        for r in payload:
+            if r["error"]:
+                lines.append(f"{'-':<14} {'':>6}  {r['text']!r}  ({r['error']})")
+                continue
+            score = r["scores"][r["label"]] if r["label"] is not None else max(r["scores"].values())
+            label = ",".join(r["labels"]) if "labels" in r else str(r["label"])
+            note = f"  ({r['truncated']} tokens cut)" if r["truncated"] else ""
+            lines.append(f"{label:<14} {score:6.3f}  {r['text']}{note}")
+        return "\n".join(lines)
+
+    def columns(self, model: "Model", prepared: Prepared, results: list, options: PredictOptions) -> dict[str, list]:
+        rows = self.present(model, prepared, results, options)
+        # Prefixed names, so a gold `label` column in an evaluation file is kept next to the prediction.
+        out: dict[str, list] = {"predicted_label": [r["label"] for r in rows]}
+        if any("labels" in r for r in rows):
+            out["predicted_labels"] = [r.get("labels") for r in rows]
+        for name in model.labels:
+            out[f"score_{name}"] = [r["scores"][name] if r["scores"] else None for r in rows]
+        out["truncated"] = [r["truncated"] for r in rows]
+        out["error"] = [r["error"] for r in rows]
+        return out
+
+    def summarize(self, table: pd.DataFrame) -> dict:
+        counts = table["predicted_label"].dropna().value_counts(sort=False)
+        return {"label_counts": {str(k): int(v) for k, v in counts.items()}}
+
+    def human_summary(self, summary: dict) -> str:
+        counts = ", ".join(f"{k}: {v}" for k, v in summary["label_counts"].items()) or "none"
+        return f"predicted labels: {counts}"
 
 
-def _row_error(value: Any, what: str) -> str | None:
-    if value is None or (not isinstance(value, (str, list, tuple, dict)) and pd.isna(value) is True):
-        return f"missing {what}"
-    if not isinstance(value, str):
-        return f"{what} is a {type(value).__name__}, not a string"
-    if not value.strip():
-        return f"empty {what}"
-    return None
-
-
-def _problem_type(model: "Model") -> str:
+def problem_type(model: "Model") -> str:
     problem = model.config.problem_type
     if problem == "regression":
         return "regression"
@@ -98,85 +125,22 @@ def _row(kind: str, names: list[str], logits: torch.Tensor, threshold: float) ->
     return {"label": chosen[0] if chosen else None, "labels": chosen, "scores": dict(zip(names, probs))}
 
 
-# -- tables in, tables out ----------------------------------------------------------------------
-def text_column(frame: pd.DataFrame, given: str | None, what: str = "text", flag: str = "--text-column") -> str:
-    """The column holding the texts: the one named, else a usual name (text, sentence, ...), else the only one."""
-    columns = [str(c) for c in frame.columns]
-    if given is not None:
-        if given not in columns:
-            raise BertkitError(f"no column '{given}' in the input; its columns are {', '.join(columns)} — pass {flag}")
-        return given
-    for name in TEXT_COLUMNS:
-        if name in columns:
-            return name
-    if len(columns) == 1:
-        return columns[0]
-    raise BertkitError(f"cannot tell which column holds the {what}s ({', '.join(columns)}); pass {flag}")
-
-
-def predict_table(
-    model: "Model",
-    frame: pd.DataFrame,
-    text_column_name: str | None = None,
-    pair_column: str | None = None,
-    threshold: float = 0.5,
-    batch_tokens: int | None = None,
-) -> tuple[pd.DataFrame, list[dict]]:
+# -- the table API of earlier releases, now the generic one -------------------------------------------------
+def predict_table(model: "Model", frame: pd.DataFrame, text_column_name: str | None = None,
+                  pair_column: str | None = None, threshold: float = 0.5,
+                  batch_tokens: int | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Predict every row of a table; returns (input columns + prediction columns, the prediction rows)."""
-    column = text_column(frame, text_column_name)
-    pairs = frame[text_column(frame, pair_column, "pair", "--pair-column")].tolist() if pair_column else None
-    rows = predict(model, frame[column].tolist(), pairs, threshold, batch_tokens)
-    out = frame.reset_index(drop=True).copy()
-    # Prefixed names, so a gold `label` column in an evaluation file is kept next to the prediction.
-    out["predicted_label"] = [r["label"] for r in rows]
-    if any("labels" in r for r in rows):
-        out["predicted_labels"] = [r.get("labels") for r in rows]
-    for name in model.labels:
-        out[f"score_{name}"] = [r["scores"][name] if r["scores"] else None for r in rows]
-    out["truncated"] = [r["truncated"] for r in rows]
-    out["error"] = [r["error"] for r in rows]
-    return out, rows
+    from bertkit.tasks.registry import get
+    from bertkit.tasks.tables import run_table
+
+    task = get("predict")
+    table, prepared, results = run_table(task, model, frame, text_column_name, pair_column, batch_tokens,
+                                         threshold=threshold)
+    return table, task.present(model, prepared, results, task.Options(threshold=threshold))
 
 
-def write_predictions(table: pd.DataFrame, path: str | Path) -> Path:
+def write_predictions(table: pd.DataFrame, path) -> Any:
     """Write by extension: .csv, .jsonl, .json (a list of objects) or .parquet."""
-    path, suffix = output_file(path, PREDICTION_FORMATS, "predictions")
-    if suffix == ".parquet":
-        table.to_parquet(path, index=False)
-        return path
-    if suffix == ".csv":
-        flat = table.copy()
-        if "predicted_labels" in flat:  # one cell per row: labels joined like the training data's separator
-            flat["predicted_labels"] = [",".join(v) if isinstance(v, list) else "" for v in flat["predicted_labels"]]
-        flat.to_csv(path, index=False)
-        return path
-    records = [_jsonable(r) for r in table.to_dict(orient="records")]
-    if suffix == ".jsonl":
-        path.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records), encoding="utf-8")
-    else:
-        path.write_text(json.dumps(records, ensure_ascii=False, indent=1, default=str) + "\n", encoding="utf-8")
-    return path
+    from bertkit.tasks.tables import write_table
 
-
-def _jsonable(record: dict) -> dict:
-    # NaN (pandas' missing value) is not JSON; numpy scalars are not serialisable either.
-    out = {}
-    for k, v in record.items():
-        if isinstance(v, np.ndarray):
-            v = v.tolist()
-        elif isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, float) and math.isnan(v):
-            v = None
-        out[str(k)] = v
-    return out
-
-
-def summary(rows: list[dict], output: str | None = None) -> dict:
-    """Counts a user wants after a batch run: rows, flagged rows, truncated rows, predictions per label."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        if r["label"] is not None:
-            counts[r["label"]] = counts.get(r["label"], 0) + 1
-    return {"output": output, "rows": len(rows), "errors": sum(r["error"] is not None for r in rows),
-            "truncated": sum(bool(r["truncated"]) for r in rows), "label_counts": counts}
+    return write_table(table, path, "predictions")

@@ -2,56 +2,108 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
+
+from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from bertkit.batching import Batch
-from bertkit.errors import BertkitError
-from bertkit.inputs import warn_truncated
+from bertkit.options import Options, option
 from bertkit.paths import output_file
+from bertkit.tasks.base import Item, Prepared, Task, closed
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from bertkit.model import Model
 
-POOLINGS = ("mean", "cls", "max", "mean_sqrt_len")
+Pooling = Literal["mean", "cls", "max", "mean_sqrt_len"]
 EMBEDDING_FORMATS = (".npy", ".parquet", ".json")
 
 
-def embed(
-    model: "Model",
-    texts: Sequence[str] | str,
-    pooling: str | None = None,
-    normalize: bool | None = None,
-    batch_tokens: int | None = None,
-    max_length: int | None = None,
-) -> np.ndarray:
+@dataclass(frozen=True)
+class EmbedOptions(Options):
+    pooling: Optional[Pooling] = option(None, "how a text's token vectors become one vector",
+                                        default_help="the model's sentence-transformers setting, else mean")
+    normalize: Optional[bool] = option(None, "L2-normalise the vectors",
+                                       default_help="the model's sentence-transformers setting")
+    max_length: Optional[int] = option(None, "truncate to this many tokens", ge=1, shared=False,
+                                       default_help="the model's sentence-transformers limit, else the model's")
+
+
+@closed
+class EmbedResponse(TypedDict):
+    dim: int
+    embeddings: list[list[float]]
+    truncated: list[int]
+
+
+class Embed(Task):
     """One float32 vector per text, [n, hidden], in input order.
 
     `pooling` and `normalize` default to the checkpoint's sentence-transformers config when it has
-    one (MiniLM: mean, L2-normalised, 256 tokens), else mean pooling without normalisation.
-    Mean pooling averages every real token, [CLS] and [SEP] included, as sentence-transformers does.
+    one (MiniLM: mean, L2-normalised, 256 tokens), else mean pooling without normalisation. Mean
+    pooling averages every real token, [CLS] and [SEP] included, as sentence-transformers does.
     """
-    config = model.sentence_config
-    pooling = pooling or config.get("pooling", "mean")
-    if pooling not in POOLINGS:
-        raise BertkitError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")
-    normalize = bool(config.get("normalize", False)) if normalize is None else bool(normalize)
-    limit = embed_max_length(model, max_length)
-    texts = [texts] if isinstance(texts, str) else texts
-    encodings = model.encode(texts, max_length=limit)
-    warn_truncated(encodings, limit)
-    if not encodings:
-        return np.zeros((0, model.config.hidden_size), dtype=np.float32)
 
-    def step(batch: Batch) -> torch.Tensor:
+    name = "embed"
+    method = "embed"
+    summary = "Sentence embeddings (mean pooling by default)"
+    Options = EmbedOptions
+    table = True
+    example = {"texts": ["A sentence to embed.", "Another one."]}
+    Response = EmbedResponse
+    output_formats = EMBEDDING_FORMATS
+
+    def max_length(self, model: "Model", options: EmbedOptions) -> int:
+        return embed_max_length(model, options.max_length)
+
+    def step(self, model: "Model", batch: Batch, items: list[Item], options: EmbedOptions) -> list[torch.Tensor]:
+        pooling, normalize = settings(model, options)
         vectors = pool(model.network(batch).float(), batch, pooling)
-        return (F.normalize(vectors, dim=-1) if normalize else vectors).cpu()
+        return list((F.normalize(vectors, dim=-1) if normalize else vectors).cpu())
 
-    return torch.stack(model.run(encodings, step, batch_tokens)).numpy()
+    def present(self, model: "Model", prepared: Prepared, results: list, options: EmbedOptions) -> np.ndarray:
+        if not results:
+            return np.zeros((0, model.config.hidden_size), dtype=np.float32)
+        return torch.stack(results).numpy()
+
+    def payload(self, answer: np.ndarray, prepared: Prepared, options: Any) -> dict:
+        return embeddings_payload(answer) | {"truncated": prepared.truncated}
+
+    def human(self, payload: dict, prepared: Prepared) -> str:
+        vectors = np.asarray(payload["embeddings"], dtype=np.float32).reshape(-1, payload["dim"])
+        lines = [f"{len(vectors)} embeddings of dimension {payload['dim']} (use --json or --output FILE for all values)"]
+        for v, text, cut in zip(vectors, prepared.texts, payload["truncated"]):
+            preview = ", ".join(f"{x:+.4f}" for x in v[:4])
+            note = f"  ({cut} tokens cut)" if cut else ""
+            lines.append(f"[{preview}, …]  norm {float((v ** 2).sum()) ** 0.5:.3f}  {text[:60]}{note}")
+        return "\n".join(lines)
+
+    def columns(self, model: "Model", prepared: Prepared, results: list, options: Any) -> dict[str, list]:
+        vectors: list = [None] * len(prepared.texts)
+        for item, v in zip(prepared.items, results):
+            vectors[item.owner] = v.numpy()
+        return {"embedding": vectors, "truncated": prepared.truncated}
+
+    def write_output(self, path: str | Path, table: "pd.DataFrame", text_column: str) -> Path:
+        dim = next((len(v) for v in table["embedding"] if v is not None), 0)
+        vectors = np.stack([v if v is not None else np.full(dim, np.nan, np.float32) for v in table["embedding"]]) \
+            if len(table) else np.zeros((0, dim), np.float32)
+        return write_embeddings(path, vectors, table[text_column].tolist())
+
+
+def settings(model: "Model", options: EmbedOptions) -> tuple[str, bool]:
+    """(pooling, normalize) as asked, else the checkpoint's sentence-transformers settings, else mean and raw."""
+    config = model.sentence_config
+    pooling = options.pooling or config.get("pooling", "mean")
+    normalize = bool(config.get("normalize", False)) if options.normalize is None else options.normalize
+    return pooling, normalize
 
 
 def pool(states: torch.Tensor, batch: Batch, how: str) -> torch.Tensor:
@@ -87,9 +139,12 @@ def write_embeddings(path: str | Path, vectors: np.ndarray, texts: Sequence[str]
     else:
         import json
 
-        path.write_text(json.dumps({**embeddings_payload(vectors), "texts": list(texts)}, ensure_ascii=False))
+        payload = {**embeddings_payload(vectors), "texts": [t if isinstance(t, str) else None for t in texts]}
+        path.write_text(json.dumps(payload, ensure_ascii=False))
     return path
 
 
 def embeddings_payload(vectors: np.ndarray) -> dict:
-    return {"dim": int(vectors.shape[1]), "embeddings": vectors.tolist()}
+    # NaN marks a flagged row in a file; JSON has no NaN, so such a row is null.
+    rows = [None if np.isnan(v).any() else v.tolist() for v in vectors]
+    return {"dim": int(vectors.shape[1]), "embeddings": rows}

@@ -1,22 +1,38 @@
 """Word-in-context vectors: find a whole word in a sentence as the tokenizer sees it, pool its pieces, compare."""
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Optional, Sequence, Union
+
+from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
 import numpy as np
 import torch
 
 from bertkit.batching import Batch
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, OptionError
+from bertkit.options import REQUIRED, Options, option
+from bertkit.tasks.base import Item, Prepared, Task, closed
 from bertkit.tokenizer import Encoding, Tokenizer
 
 if TYPE_CHECKING:
     from bertkit.model import Model
 
-Layer = Union[int, str]
-PIECE_POOLINGS = ("mean", "first", "last")
-LAYER_NAMES = ("sum4", "concat4")  # the BERT paper's best feature-based choices (Table 7)
+LayerName = Literal["sum4", "concat4"]  # the BERT paper's best feature-based choices (Table 7)
+Layer = Union[int, LayerName]
+LAYER_NAMES = typing.get_args(LayerName)
+
+
+@dataclass(frozen=True)
+class SimilarityOptions(Options):
+    word: Union[str, list[str]] = option(REQUIRED, "the word (or phrase) to compare: once, or once per sentence",
+                                         short="-w", shared=False)
+    occurrence: Union[int, list[int]] = option(0, "which occurrence when the word repeats (0 = first, -1 = last): "
+                                                  "once, or once per sentence", shared=False)
+    pooling: Literal["mean", "first", "last"] = option("mean", "how to pool a word's pieces")
+    layer: Layer = option(-1, "layer index (0 = embeddings, -1 = last), sum4 or concat4")
+    matrix: bool = option(False, "compare every sentence with every other", shared=False)
 
 
 @dataclass
@@ -78,115 +94,228 @@ class SimilarityMatrix:
         return {"labels": self.labels, "matrix": self.matrix.tolist(), "words": [v.to_dict() for v in self.vectors]}
 
 
-# -- public entry points ----------------------------------------------------------------------
-def word_vectors(
-    model: "Model",
-    sentences: Sequence[str],
-    words: Sequence[str],
-    occurrences: Sequence[int],
-    pooling: str = "mean",
-    layer: Layer = -1,
-    batch_tokens: int | None = None,
-) -> list[WordVector]:
-    """One WordVector per (sentence, word, occurrence), all sentences run as one batched pass."""
-    if pooling not in PIECE_POOLINGS:
-        raise BertkitError(f"unknown piece pooling '{pooling}'; use one of {', '.join(PIECE_POOLINGS)}")
-    check_layer(layer, model.config.num_hidden_layers)
-    encodings = model.encode(list(sentences))
-    found = [locate(model.tokenizer, s, e, w, o, model.max_length)
-             for s, e, w, o in zip(sentences, encodings, words, occurrences)]
+@closed
+class WordInContext(TypedDict):
+    sentence: str
+    word: str
+    occurrence: int
+    span: list[int]
+    occurrences: list[list[int]]
+    tokens: list[str]
+    token_indices: list[int]
+    layer: Union[int, str]
+    pooling: str
 
-    def step(batch: Batch) -> list[torch.Tensor]:
-        states = layer_states(model, batch, layer)
+
+@closed
+class SimilarityPair(TypedDict):
+    similarity: float
+    a: WordInContext
+    b: WordInContext
+    truncated: list[int]
+
+
+@closed
+class SimilarityMatrixResponse(TypedDict):
+    labels: list[str]
+    matrix: list[list[float]]
+    words: list[WordInContext]
+    truncated: list[int]
+
+
+
+
+@dataclass
+class Located:
+    """Where a word was found in one sentence: the occurrence used, every occurrence's span, its token positions."""
+
+    occurrence: int  # index into `spans` of the one used (never negative)
+    spans: list[tuple[int, int]]  # char spans of every whole-word match in the sentence
+    tokens: list[int]  # positions of the used occurrence's word pieces in the encoded sentence ([CLS] is 0)
+
+
+class Similarity(Task):
+    """Cosine similarity of a word's contextual vectors: in two sentences, or across many as a matrix."""
+
+    name = "similarity"
+    method = "similarity"
+    summary = "Cosine similarity of a word's contextual vectors across sentences"
+    Options = SimilarityOptions
+    input_name = "sentences"
+    min_inputs = 2
+    example = {"sentences": ["I sat by the river bank.", "I paid at the bank."], "word": "bank"}
+    Response = Union[SimilarityPair, SimilarityMatrixResponse]
+    plot_needs = {"matrix": True}
+
+    def prepare(self, model: "Model", prepared: Prepared, options: SimilarityOptions) -> None:
+        n = len(prepared.texts)
+        if not options.matrix and n != 2:
+            raise OptionError("matrix", f"is needed to compare {n} sentences; give exactly two, or turn {{name}} on")
+        words = per_sentence(options.word, n, "word")
+        occurrences = per_sentence(options.occurrence, n, "occurrence")
+        check_layer(options.layer, model.config.num_hidden_layers)
+        found = [locate(model.tokenizer, s, e, w, o, model.max_length)
+                 for s, e, w, o in zip(prepared.texts, prepared.encodings, words, occurrences)]
+        prepared.items = [Item(e.ids, e.type_ids, i, at.tokens) for i, (e, at) in enumerate(zip(prepared.encodings, found))]
+        prepared.state = (words, found)
+
+    def step(self, model: "Model", batch: Batch, items: list[Item], options: SimilarityOptions) -> list[torch.Tensor]:
+        states = layer_states(model, batch, options.layer)
         starts = batch.cu_seqlens[:-1].tolist()
         out = []
-        for b, i in enumerate(batch.index):
-            rows = states[starts[b] + found[i][2][0]: starts[b] + found[i][2][-1] + 1]  # a word's pieces are contiguous
-            out.append({"mean": rows.mean(dim=0), "first": rows[0], "last": rows[-1]}[pooling].float().cpu())
+        for start, item in zip(starts, items):
+            rows = states[start + item.info[0]: start + item.info[-1] + 1]  # a word's pieces are contiguous
+            out.append({"mean": rows.mean(dim=0), "first": rows[0], "last": rows[-1]}[options.pooling].float().cpu())
         return out
 
-    vectors = model.run(encodings, step, batch_tokens)
-    return [WordVector(s, w, v.numpy(), occ, spans, [e.tokens[k] for k in idx], idx, layer, pooling)
-            for s, w, e, v, (occ, spans, idx) in zip(sentences, words, encodings, vectors, found)]
+    def present(self, model: "Model", prepared: Prepared, results: list, options: SimilarityOptions):
+        words, found = prepared.state
+        vectors = [WordVector(s, w, v.numpy(), at.occurrence, at.spans, [e.tokens[k] for k in at.tokens], at.tokens,
+                              options.layer, options.pooling)
+                   for s, w, e, v, at in zip(prepared.texts, words, prepared.encodings, results, found)]
+        if options.matrix:
+            return SimilarityMatrix.of(vectors)
+        return WordSimilarity(cosine(vectors[0].vector, vectors[1].vector), vectors[0], vectors[1])
+
+    def payload(self, answer, prepared: Prepared, options: Any) -> dict:
+        return answer.to_dict() | {"truncated": prepared.truncated}
+
+    def human(self, payload: dict, prepared: Prepared) -> str:
+        return _human_matrix(payload) if "matrix" in payload else _human_pair(payload)
+
+    def plot(self, answer: "SimilarityMatrix", path: str, options: SimilarityOptions) -> None:
+        from bertkit.train.plots import plot_similarity_matrix
+
+        words = options.word if isinstance(options.word, str) else "/".join(dict.fromkeys(options.word))
+        plot_similarity_matrix(answer.matrix, answer.labels, path,
+                               title=f"'{words}' in context: cosine similarity (layer {options.layer}, "
+                                     f"{options.pooling} of pieces)")
+
+    methods: dict = {}
 
 
-def word_similarity(
-    model: "Model",
-    sentence_a: str,
-    sentence_b: str,
-    word: str,
-    word_b: str | None = None,
-    occurrence: int = 0,
-    occurrence_b: int | None = None,
-    pooling: str = "mean",
-    layer: Layer = -1,
-) -> WordSimilarity:
-    a, b = word_vectors(model, [sentence_a, sentence_b], [word, word_b or word],
-                        [occurrence, occurrence if occurrence_b is None else occurrence_b], pooling, layer)
-    return WordSimilarity(cosine(a.vector, b.vector), a, b)
+# -- the convenience methods Model gets beside `similarity` -------------------------------------------
+def word_embedding(model: "Model", sentence: str, word: str, occurrence: int = 0, pooling: str = "mean",
+                   layer: Layer = -1) -> WordVector:
+    """The contextual vector of a whole word (pooled over its pieces) and where it was found."""
+    return model.similarity([sentence], word, occurrence, pooling, layer, matrix=True).vectors[0]
 
 
-def similarity_matrix(
-    model: "Model",
-    sentences: Sequence[str],
-    word: str | Sequence[str],
-    occurrence: int | Sequence[int] = 0,
-    pooling: str = "mean",
-    layer: Layer = -1,
-) -> SimilarityMatrix:
-    """Pairwise cosine similarity of the word's vectors; `word` / `occurrence` may be one per sentence."""
-    sentences = list(sentences)
-    words = _per_sentence(word, len(sentences), "word")
-    occurrences = _per_sentence(occurrence, len(sentences), "occurrence")
-    return SimilarityMatrix.of(word_vectors(model, sentences, words, occurrences, pooling, layer))
+def word_similarity(model: "Model", sentence_a: str, sentence_b: str, word: str, word_b: Optional[str] = None,
+                    occurrence: int = 0, occurrence_b: Optional[int] = None, pooling: str = "mean",
+                    layer: Layer = -1) -> WordSimilarity:
+    """Cosine similarity of a word's vectors in two sentences (`word_b`: a different word in sentence b)."""
+    words = [word, word_b or word]
+    occurrences = [occurrence, occurrence if occurrence_b is None else occurrence_b]
+    return model.similarity([sentence_a, sentence_b], words, occurrences, pooling, layer)
+
+
+def similarity_matrix(model: "Model", sentences: Sequence[str], word: Union[str, Sequence[str]],
+                      occurrence: Union[int, Sequence[int]] = 0, pooling: str = "mean",
+                      layer: Layer = -1) -> SimilarityMatrix:
+    """Pairwise cosine similarities of a word's vectors across sentences, with row labels."""
+    word = word if isinstance(word, str) else list(word)
+    occurrence = occurrence if isinstance(occurrence, int) else list(occurrence)
+    return model.similarity(list(sentences), word, occurrence, pooling, layer, matrix=True)
+
+
+Similarity.methods = {"word_embedding": word_embedding, "word_similarity": word_similarity,
+                      "similarity_matrix": similarity_matrix}
+
+
+def per_sentence(value, n: int, what: str) -> list:
+    """An option given once, or once per sentence, as one value per sentence."""
+    if isinstance(value, (str, int)):
+        return [value] * n
+    value = list(value)
+    if len(value) != n:
+        raise OptionError(what, f"has {len(value)} values for {n} sentences; give one, or one per sentence")
+    return value
+
+
+# -- printing -----------------------------------------------------------------------------------------
+def _marked(w: dict) -> str:
+    start, end = w["span"]
+    return f"{w['sentence'][:start]}[{w['sentence'][start:end]}]{w['sentence'][end:]}"
+
+
+def _human_pair(d: dict) -> str:
+    a, b = d["a"], d["b"]
+    words = f"'{a['word']}'" + (f" and '{b['word']}'" if b["word"] != a["word"] else "")
+    lines = [f"{d['similarity']:.4f}  cosine similarity of {words} (layer {a['layer']}, {a['pooling']} of word pieces)"]
+    for tag, w in (("a", a), ("b", b)):
+        lines.append(f"  {tag}: {_marked(w)}")
+        start, end = w["span"]
+        lines.append(f"     pieces {' '.join(w['tokens'])}  chars {start}-{end}  "
+                     f"occurrence {w['occurrence']} (0-based) of {len(w['occurrences'])}")
+    return "\n".join(lines)
+
+
+def _human_matrix(d: dict) -> str:
+    n = len(d["labels"])
+    lines = ["      " + " ".join(f"{j:>6}" for j in range(n))]
+    for i, row in enumerate(d["matrix"]):
+        lines.append(f"{i:>5} " + " ".join(f"{x:6.3f}" for x in row) + f"   {d['labels'][i]}")
+    if d.get("plot"):
+        lines.append(f"heatmap written to {d['plot']}")
+    return "\n".join(lines)
 
 
 # -- finding the word -------------------------------------------------------------------------
-def locate(tokenizer: Tokenizer, sentence: str, encoding: Encoding, word: str, occurrence: int,
-           limit: int) -> tuple[int, list[tuple[int, int]], list[int]]:
-    """(occurrence index used, char spans of all occurrences, token positions of the one used)."""
+class _Word(NamedTuple):
+    """One word of a sentence as the pre-tokenizer splits it."""
+
+    norm: str  # as the model sees it (case, accents)
+    span: tuple[int, int]  # characters in the sentence
+    tokens: list[int]  # positions of its word pieces in the encoding
+
+
+def locate(tokenizer: Tokenizer, sentence: str, encoding: Encoding, word: str, occurrence: int, limit: int) -> Located:
+    """Find a whole word (or phrase) in an encoded sentence, as the tokenizer normalises both."""
     if not isinstance(word, str):
         raise BertkitError(f"the word must be a string, not {type(word).__name__}")
-    target = [norm for norm, _, _ in _words(tokenizer, word, tokenizer.encode(word, add_special_tokens=False))]
+    target = [w.norm for w in _words(tokenizer, word, tokenizer.encode(word, add_special_tokens=False))]
     if not target:
         raise BertkitError(f"{word!r} holds no word to look for; give a word such as 'bank'")
     words = _words(tokenizer, sentence, encoding)
     n = len(target)
-    matches = [(words[i][1][0], words[i + n - 1][1][1], [k for w in words[i:i + n] for k in w[2]])
-               for i in range(len(words) - n + 1) if [w[0] for w in words[i:i + n]] == target]
+    matches = [words[i:i + n] for i in range(len(words) - n + 1) if [w.norm for w in words[i:i + n]] == target]
     if not matches:
         raise BertkitError(_missing_message(word, " ".join(target), sentence, words, encoding, limit))
+    spans = [(m[0].span[0], m[-1].span[1]) for m in matches]
     if isinstance(occurrence, bool) or not isinstance(occurrence, int) or not -len(matches) <= occurrence < len(matches):
-        spans = ", ".join(f"{a}-{b}" for a, b, _ in matches)
-        raise BertkitError(f"{word!r} occurs {len(matches)} time(s) in {_short(sentence)!r} (chars {spans}); "
+        shown = ", ".join(f"{a}-{b}" for a, b in spans)
+        raise BertkitError(f"{word!r} occurs {len(matches)} time(s) in {_short(sentence)!r} (chars {shown}); "
                            f"occurrence must be 0..{len(matches) - 1} (or negative, counting from the end)")
     used = occurrence % len(matches)
-    return used, [(a, b) for a, b, _ in matches], matches[used][2]
+    return Located(used, spans, [k for w in matches[used] for k in w.tokens])
 
 
-def _words(tokenizer: Tokenizer, text: str, encoding: Encoding) -> list[tuple[str, tuple[int, int], list[int]]]:
-    """The text's words as the pre-tokenizer splits them: (normalised form, char span, token positions)."""
-    words: list[tuple[str, tuple[int, int], list[int]]] = []
+def _words(tokenizer: Tokenizer, text: str, encoding: Encoding) -> list[_Word]:
+    """The text's words as the pre-tokenizer splits them, first segment only, special tokens skipped."""
+    spans: list[tuple[int, int]] = []
+    tokens: list[list[int]] = []
     last = None
     for k, (wid, special) in enumerate(zip(encoding.word_ids, encoding.special_tokens_mask)):
-        seq = encoding.sequence_ids[k] if encoding.sequence_ids else 0
-        if wid is None or special or seq != 0:
+        segment = encoding.sequence_ids[k] if encoding.sequence_ids else 0
+        if wid is None or special or segment != 0:
             last = None
             continue
         start, end = encoding.offsets[k]
         if wid == last:
-            norm, (s, _), idx = words[-1]
-            words[-1] = (norm, (s, end), idx + [k])
+            spans[-1] = (spans[-1][0], end)
+            tokens[-1].append(k)
         else:
-            words.append(("", (start, end), [k]))
+            spans.append((start, end))
+            tokens.append([k])
         last = wid
     # Normalising the word's own characters matches what the model saw (case, accents, as configured).
-    return [(tokenizer.normalize(text[s:e]).strip(), (s, e), idx) for _, (s, e), idx in words]
+    return [_Word(tokenizer.normalize(text[a:b]).strip(), (a, b), idx) for (a, b), idx in zip(spans, tokens)]
 
 
 def _missing_message(word, norm, sentence, words, encoding, limit) -> str:
     msg = f"{word!r} does not occur as a whole word in {_short(sentence)!r}"
-    inside = [sentence[s:e] for w, (s, e), _ in words if norm in w and w != norm]
+    inside = [sentence[w.span[0]:w.span[1]] for w in words if norm in w.norm and w.norm != norm]
     if inside:
         msg += f" (only inside {inside[0]!r}; whole words are matched)"
     elif encoding.n_truncated:
@@ -203,14 +332,6 @@ def check_layer(layer: Layer, n_layers: int) -> None:
     if isinstance(layer, bool) or not isinstance(layer, int) or not -(n_layers + 1) <= layer <= n_layers:
         raise BertkitError(f"layer {layer!r} does not exist; use 0..{n_layers} (0 = embeddings), "
                            f"-1..-{n_layers + 1}, 'sum4' or 'concat4'")
-
-
-def parse_layer(text: str) -> Layer:
-    """A layer from the command line: an integer, 'sum4' or 'concat4'."""
-    try:
-        return int(text)
-    except ValueError:
-        return text
 
 
 def layer_states(model: "Model", batch: Batch, layer: Layer) -> torch.Tensor:
@@ -244,15 +365,6 @@ def context_label(v: WordVector, limit: int = 38) -> str:
         cut = right[:width]
         right = (cut.rsplit(" ", 1)[0] if " " in cut[1:] else cut) + "…"
     return f"{left}[{v.sentence[start:end]}]{right}"
-
-
-def _per_sentence(value, n: int, what: str) -> list:
-    if isinstance(value, (str, int)):
-        return [value] * n
-    value = list(value)
-    if len(value) != n:
-        raise BertkitError(f"got {len(value)} {what}s for {n} sentences; give one {what}, or one per sentence")
-    return value
 
 
 def _short(text: str, n: int = 60) -> str:

@@ -1,0 +1,229 @@
+"""What a task is: a name, options, the head it needs, and three stages (prepare, step, present) that every front end runs.
+
+A task is declared once, as a subclass of `Task` registered with `bertkit.tasks.register`. From
+that declaration come the Model method (`model.embed(...)`), the CLI command with `--json`
+(`bertkit embed`), the server endpoint with its OpenAPI schema (`POST /v1/embed`) and, for tasks
+that map rows to rows, table files and corpus mode. The stages:
+
+* **prepare** (texts → sequences): the framework checks the rows and tokenizes them once
+  (`prepare`); the task turns the encodings into `Item`s, the sequences to run, each carrying
+  what its step needs (mask positions, a word's pieces...), plus per-request state for present.
+* **step** (a packed `Batch` → one result per sequence): runs on the model thread. Requests whose
+  *shared* options are equal are merged into the same batches by the server, so a step may read
+  only shared options.
+* **present** (sequence results → the answer in the user's shape): per request.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+from bertkit.errors import BertkitError
+from bertkit.inputs import as_text_list, check_pairs, no_tokens_problem, row_problem, warn_truncated
+from bertkit.options import specs
+from bertkit.tokenizer import Encoding
+
+if TYPE_CHECKING:
+    from bertkit.batching import Batch
+    from bertkit.model import Model
+
+
+def closed(shape: type) -> type:
+    """Mark a response TypedDict as having exactly its keys (the server publishes additionalProperties: false)."""
+    shape.__pydantic_config__ = {"extra": "forbid"}  # read by pydantic; no import of it needed here
+    return shape
+
+
+@dataclass(frozen=True)
+class Head:
+    """A head a task needs, and what to tell a user whose checkpoint lacks it."""
+
+    attr: str  # the BertNetwork attribute
+    what: str  # "masked-LM head"
+    fix: str  # what to do instead, one sentence
+
+    def present_in(self, model: "Model") -> bool:
+        return getattr(model.network, self.attr, None) is not None
+
+
+@dataclass
+class Item:
+    """One sequence to run through the encoder: its tokens, the input it serves, and what the step reads from it."""
+
+    ids: list[int]
+    type_ids: list[int]
+    owner: int  # the index of the input (text) this sequence belongs to
+    info: Any = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Prepared:
+    """A request after prepare: its inputs, their encodings and problems, the sequences to run, state for present."""
+
+    texts: list
+    pairs: list | None
+    encodings: list[Encoding | None]  # per input; None where the row has a problem
+    problems: list[str | None]  # per input: why it was not run (flagged rows only)
+    items: list[Item] = field(default_factory=list)
+    state: Any = None
+
+    @property
+    def truncated(self) -> list[int]:
+        """Tokens cut from each input (0: none)."""
+        return [e.n_truncated if e is not None else 0 for e in self.encodings]
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(item) for item in self.items)
+
+    def per_input(self, results: Sequence) -> list[list]:
+        """Item results grouped by the input they belong to (empty for flagged rows)."""
+        grouped: list[list] = [[] for _ in self.texts]
+        for item, result in zip(self.items, results):
+            grouped[item.owner].append(result)
+        return grouped
+
+
+class Task:
+    """The declaration of one task; subclasses set the class attributes and override the stages they need."""
+
+    name: ClassVar[str]  # the CLI command and the endpoint: "fill-mask" -> `bertkit fill-mask`, POST /v1/fill-mask
+    method: ClassVar[str]  # the Model method: "fill_mask"
+    summary: ClassVar[str]  # one line for --help, the API docs and /docs
+    Options: ClassVar[type]  # a dataclass of `bertkit.options.option` fields
+    head: ClassVar[Head | None] = None
+    input_name: ClassVar[str] = "texts"  # the main input's parameter and request field
+    pair_name: ClassVar[str | None] = None  # a second text per text ("pairs"), if the task takes one
+    min_inputs: ClassVar[int] = 1  # the server's lower bound on the number of texts
+    uses_network: ClassVar[bool] = True
+    flags_rows: ClassVar[bool] = False  # API answers carry a per-row `error` rather than raising for bad rows
+    table: ClassVar[bool] = False  # rows in, rows out: table files (--input/--output) and corpus mode
+    example: ClassVar[dict] = {}  # a ready-to-send request body for /docs
+    Response: ClassVar[Any] = None  # the JSON payload's type, for the server's published schema
+
+    # -- prepare ------------------------------------------------------------------------------------
+    def max_length(self, model: "Model", options: Any) -> int:
+        """Tokens kept per sequence, special tokens included."""
+        return model.max_length
+
+    def prepare(self, model: "Model", prepared: Prepared, options: Any) -> None:
+        """Fill `prepared.items` (and `.state`) from the encodings; default: one sequence per valid input."""
+        prepared.items = [Item(e.ids, e.type_ids, i) for i, e in enumerate(prepared.encodings) if e is not None]
+
+    # -- step ---------------------------------------------------------------------------------------
+    def step(self, model: "Model", batch: "Batch", items: list[Item], options: Any) -> list:
+        """One result per sequence of `batch` (`items[b]` is sequence b). Reads only shared options."""
+        raise NotImplementedError
+
+    # -- present ------------------------------------------------------------------------------------
+    def present(self, model: "Model", prepared: Prepared, results: list, options: Any) -> Any:
+        """The answer a Python caller gets, from the results of `prepared.items`."""
+        return prepared.per_input(results)
+
+    def payload(self, answer: Any, prepared: Prepared, options: Any) -> Any:
+        """The answer as JSON: what `--json` prints and the server returns."""
+        return answer
+
+    def human(self, payload: Any, prepared: Prepared) -> str:
+        """The answer for a terminal."""
+        import json
+
+        return json.dumps(payload, ensure_ascii=False, indent=2)
+
+    def columns(self, model: "Model", prepared: Prepared, results: list, options: Any) -> dict[str, list]:
+        """Table tasks: output columns, one value per input row (None where the row was flagged)."""
+        raise NotImplementedError(f"{self.name} does not write tables")
+
+    # -- facts derived from the declaration -----------------------------------------------------
+    @property
+    def option_names(self) -> list[str]:
+        return [s.name for s in specs(self.Options)]
+
+    def shared_options(self, options: Any) -> dict[str, Any]:
+        """The options requests must agree on to share batches."""
+        return {s.name: getattr(options, s.name) for s in specs(self.Options) if s.shared}
+
+    def available(self, model: "Model") -> bool:
+        return self.head is None or self.head.present_in(model)
+
+    def require_head(self, model: "Model") -> None:
+        if not self.available(model):
+            raise BertkitError(missing_head_message(self, model))
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+
+def missing_head_message(task: Task, model: "Model") -> str:
+    return f"{model.source or model.folder} has no {task.head.what}; {task.head.fix}"
+
+
+# -- running a task ---------------------------------------------------------------------------------
+def make_options(task: Task, values: dict[str, Any]) -> Any:
+    unknown = sorted(set(values) - set(task.option_names))
+    if unknown:
+        raise BertkitError(f"{task.method}() got unknown option(s) {', '.join(unknown)}; "
+                           f"it takes {', '.join(task.option_names) or 'no options'}")
+    return task.Options(**values)
+
+
+def prepare(task: Task, model: "Model", texts: Any, pairs: Any, options: Any, flag: bool | None = None) -> Prepared:
+    """Check the inputs, tokenize them once, and let the task build its sequences.
+
+    With `flag` (default: the task's `flags_rows`), a row that is missing, not a string, blank or
+    without any token is kept and flagged in `problems` instead of failing the call; otherwise a
+    row that is not a string is an error naming it.
+    """
+    task.require_head(model)
+    flag = task.flags_rows if flag is None else flag
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if pairs is not None:
+        pairs = [pairs] * len(texts) if isinstance(pairs, str) else list(pairs)
+        check_pairs(len(texts), pairs, task.pair_name or "pairs")
+    if flag:
+        problems = [row_problem(t, "text") or (row_problem(pairs[i], "pair") if pairs is not None else None)
+                    for i, t in enumerate(texts)]
+    else:
+        as_text_list(texts, task.input_name)
+        if pairs is not None:
+            as_text_list(pairs, task.pair_name or "pairs")
+        problems = [None] * len(texts)
+    valid = [i for i, p in enumerate(problems) if p is None]
+    limit = task.max_length(model, options)
+    found = model.tokenizer.encode_batch([texts[i] for i in valid], [pairs[i] for i in valid] if pairs is not None else None,
+                                         max_length=limit)
+    encodings: list[Encoding | None] = [None] * len(texts)
+    for i, enc in zip(valid, found):
+        problem = no_tokens_problem(enc) if flag else None
+        if problem:
+            problems[i] = problem
+        else:
+            encodings[i] = enc
+    prepared = Prepared(texts, pairs, encodings, problems)
+    task.prepare(model, prepared, options)
+    return prepared
+
+
+def execute(task: Task, model: "Model", prepared: Prepared, options: Any, batch_tokens: int | None = None) -> list:
+    """Run the step over every sequence of `prepared`, in token-budget batches; results in item order."""
+    if not task.uses_network or not prepared.items:
+        return [None] * len(prepared.items)
+    return run_items(task, model, prepared.items, options, batch_tokens)
+
+
+def run_items(task: Task, model: "Model", items: list[Item], options: Any, batch_tokens: int | None = None) -> list:
+    """The step over any sequences (one request's, or several merged by the server), one result per item."""
+    return model.run(items, lambda batch: task.step(model, batch, [items[i] for i in batch.index], options), batch_tokens)
+
+
+def run_task(task: Task, model: "Model", texts: Any, pairs: Any = None, batch_tokens: int | None = None,
+             **options: Any) -> Any:
+    """The whole task for a Python caller: options checked, inputs prepared, batches run, answer presented."""
+    opts = make_options(task, options)
+    prepared = prepare(task, model, texts, pairs, opts)
+    warn_truncated([e for e in prepared.encodings if e is not None], task.max_length(model, opts))
+    results = execute(task, model, prepared, opts, batch_tokens)
+    return task.present(model, prepared, results, opts)
