@@ -119,3 +119,42 @@ def test_train_argument_errors(tiny_base_dir, tmp_path, capsys):
     assert code == 2 and "nope" in err and "--label-column" in err
     code, _, err = run(capsys, "train", "--model", tiny_base_dir, "--data", data, "--lr", "-1", "--output", tmp_path / "x")
     assert code == 2 and "--lr" in err
+
+
+# The flags of `bertkit train` before they were derived from the option dataclasses: none may change name.
+TRAIN_FLAGS = ("--model", "-m", "--data", "--text-column", "--label-column", "--pair-column", "--eval-data", "--test-data",
+               "--test-size", "--limit", "--eval-limit", "--multi-label", "--drop-invalid", "--strict", "--epochs",
+               "--max-steps", "--lr", "--batch-size", "--batch-tokens", "--max-length", "--bucket-size", "--warmup-ratio",
+               "--weight-decay", "--grad-accum", "--max-grad-norm", "--seed", "--class-weights", "--threshold", "--metric",
+               "--patience", "--eval-every", "--save-every", "--log-every", "--output", "-o", "--resume", "--overwrite",
+               "--keep-checkpoints", "--device", "--no-progress", "--nproc", "--json")
+
+
+def test_train_help_shows_every_flag_with_the_default_its_option_declares(capsys, monkeypatch):
+    from bertkit.options import specs
+    from bertkit.train import TrainArguments, TrainConfig
+    from bertkit.train.launch import ParallelOptions, SessionOptions
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line per flag: nothing wrapped mid-word
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    shown = {word.rstrip(",") for line in text.splitlines() for word in line.split() if word.startswith("-")}
+    assert set(TRAIN_FLAGS) <= shown
+    for cls in (TrainArguments, TrainConfig, SessionOptions, ParallelOptions):
+        for spec in specs(cls):
+            if spec.cli:
+                default = spec.describe_default()
+                assert spec.help + (f" (default: {default})" if default else "") in text, spec.name
+
+
+def test_test_size_takes_a_fraction_or_a_row_count(tiny_base_dir, tmp_path, capsys):
+    data = write_csv(tmp_path / "d.csv", sentiment_rows(40, 45), text="text", label="label")
+    common = ["train", "--model", tiny_base_dir, "--data", data, "--epochs", "1", "--batch-size", "8", "--max-length", "24",
+              "--device", "cpu", "--no-progress", "--json"]
+    code, out, _ = run(capsys, *common, "--test-size", "10", "--output", tmp_path / "count")
+    assert code == 0 and json.loads(out)["metrics"]["n"] == 10
+    code, out, _ = run(capsys, *common, "--test-size", "0.25", "--output", tmp_path / "share")
+    assert code == 0 and json.loads(out)["metrics"]["n"] == 10
+    code, _, err = run(capsys, *common, "--test-size", "1.5", "--output", tmp_path / "bad")
+    assert code == 2 and err.startswith("error: --test-size must be a fraction below 1") and err.count("\n") == 1

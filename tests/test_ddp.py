@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from bertkit.cli import main
 from bertkit.train.parallel import check_world_size, shard
 from bertkit.errors import BertkitError
-from conftest import write_tiny
+from helpers import write_tiny
 from test_trainer import sentiment_rows
 
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
@@ -155,7 +155,7 @@ def test_a_one_process_run_interrupted_resumes_on_two(setup, runs, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--nproc", "0"], "--nproc must be a positive whole number of processes, not 0"),
+    (["--nproc", "0"], "--nproc must be at least 1, not 0"),
     (["--nproc", "4"], "--batch-size 6 does not split evenly over 4 processes; use a multiple of 4"),
     (["--nproc", "2", "--device", "cuda:1"], "error: "),
 ])
@@ -175,3 +175,25 @@ def test_resuming_on_a_process_count_that_cannot_split_the_batch_is_refused(runs
     err = capsys.readouterr().err
     assert code == 2 and "the run's --batch-size 6 does not split evenly over 4 processes" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_diverging_ddp_run_stops_on_every_rank_with_one_line(setup, tmp_path):
+    folder, model = setup
+    argv = args(folder, model, tmp_path / "run", "--nproc", "2")
+    argv[argv.index("3e-3")] = "1e30"  # the ranks agree on the first non-finite step and all stop there
+    proc = bertkit(*argv)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(errors) == 1 and errors[0].startswith("error: --lr 1e+30 is likely too high: the training loss became NaN")
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_an_option_error_found_by_rank_zero_names_the_flag_under_torchrun(setup, tmp_path):
+    folder, model = setup
+    (tmp_path / "a-file").write_text("not a folder")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "bertkit", "train", "--model", str(model), "--data", str(folder / "train.csv"),
+                           "--device", "cpu", "--output", str(tmp_path / "a-file")],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0 and errors == [f"error: --output '{tmp_path / 'a-file'}' is a file; pass a folder"], proc.stderr

@@ -1,4 +1,4 @@
-"""Resume: a run killed with SIGKILL mid-epoch and resumed ends with the weights of a run never interrupted."""
+"""Resume: a run killed with SIGKILL mid-epoch and resumed ends with the weights and the metrics.jsonl of a run never interrupted."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from bertkit.cli import main
-from bertkit.train import latest_checkpoint, load_training_state
+from bertkit.options import specs
+from bertkit.train import TrainConfig, latest_checkpoint, load_training_state
+from bertkit.train.config import resume_conflicts
+from bertkit.train.launch import RUN_OPTIONS
 from test_trainer import sentiment_rows
 
 
@@ -27,10 +30,11 @@ def data_files(tmp_path_factory):
 
 
 def train_args(model_dir, data, out):
-    # 12 steps per epoch; a checkpoint every 3 steps; a loss record every step so records line up exactly.
+    # 12 steps per epoch; a checkpoint every 3 steps and a loss read-out every 5: a kill after a checkpoint lands
+    # inside a read-out window (steps 1-5 or 6-10), whose loss the resumed run must still log as the straight run does.
     return ["train", "--model", str(model_dir), "--data", str(data / "train.csv"), "--eval-data", str(data / "eval.csv"),
             "--epochs", "3", "--batch-size", "8", "--max-length", "32", "--lr", "5e-3", "--seed", "0",
-            "--save-every", "3", "--log-every", "1", "--keep-checkpoints", "--device", "cpu", "--no-progress",
+            "--save-every", "3", "--log-every", "5", "--keep-checkpoints", "--device", "cpu", "--no-progress",
             "--output", str(out)]
 
 
@@ -61,8 +65,9 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_base_dir, data_files, tmp
             proc.kill()
     assert proc.returncode == -signal.SIGKILL, "".join(seen)
     assert not (killed / "metrics.json").exists()  # it really died before the end
-    state = load_training_state(latest_checkpoint(killed / "checkpoints"))
+    state = load_training_state(latest_checkpoint(killed / "checkpoints"))["run"]
     assert 3 <= state["step"] < 36 and not state["finished"]
+    assert state["window_examples"] > 0  # killed between two read-outs: the window spans the kill
 
     assert main(["train", "--resume", str(killed), "--no-progress", "--json"]) == 0
     resumed_out = json.loads(capsys.readouterr().out)
@@ -79,8 +84,12 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_base_dir, data_files, tmp
     last_straight = load_file(latest_checkpoint(tmp_path / "straight" / "checkpoints") / "model.safetensors")
     for key in last_straight:  # the last weights, not only the best ones
         torch.testing.assert_close(last_killed[key], last_straight[key], atol=1e-6, rtol=0, msg=key)
-    # Same batches in the same order with the same dropout: every logged number matches.
-    assert numbers(read_jsonl(killed / "metrics.jsonl")) == numbers(read_jsonl(tmp_path / "straight" / "metrics.jsonl"))
+    # Same batches in the same order with the same dropout: every logged number matches, the loss of the read-out
+    # window that spans the kill included (its sum so far is saved in the checkpoint and carried on).
+    killed_records, straight_records = read_jsonl(killed / "metrics.jsonl"), read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+    spanning = next(r for r in straight_records if r["split"] == "train" and r["step"] > state["step"])
+    assert spanning["step"] - 5 < state["step"]
+    assert numbers(killed_records) == numbers(straight_records)
     record = json.loads((killed / "training_record.json").read_text())
     assert record["resumed_at_steps"] == [state["step"]]
     assert resumed_out["metrics"]["accuracy"] == straight_out["metrics"]["accuracy"]
@@ -92,6 +101,11 @@ def test_resume_refuses_other_settings_and_empty_folders(tiny_base_dir, data_fil
     args[args.index("3")] = "1"  # one epoch is enough here
     assert main(args) == 0
     capsys.readouterr()
+    # Everything a resume compares is saved: every run option, and the whole TrainConfig in each checkpoint.
+    saved = json.loads((out / "training_arguments.json").read_text())
+    assert {s.name for cls in RUN_OPTIONS for s in specs(cls)} <= saved.keys()
+    checkpoint = load_training_state(latest_checkpoint(out / "checkpoints"))
+    assert checkpoint["config"].keys() == {s.name for s in specs(TrainConfig)}
     # Make it look unfinished: drop the final files but keep the checkpoints.
     (out / "training_record.json").unlink()
     (out / "model.safetensors").unlink()
@@ -105,3 +119,16 @@ def test_resume_refuses_other_settings_and_empty_folders(tiny_base_dir, data_fil
     assert code == 2 and "training_arguments.json" in capsys.readouterr().err
     code = main(args)  # a fresh start over an unfinished run must be explicit
     assert code == 2 and "--resume" in capsys.readouterr().err
+    # How the run is watched may change; it finishes with the settings it was started with.
+    assert main(["train", "--resume", str(out), "--log-every", "2", "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 12
+
+
+def test_every_run_option_is_either_resumable_or_compared():
+    """No field escapes the resume rule: each is listed as resumable, or a change to it is refused (a new one too)."""
+    names = [s.name for cls in RUN_OPTIONS for s in specs(cls)]
+    assert set(TrainConfig.RESUMABLE_CHANGES) <= set(names)  # no stale name in the rule
+    saved = {name: object() for name in names}
+    for name in names:
+        changed = resume_conflicts(saved, {name: "another value"})
+        assert changed == ([] if name in TrainConfig.RESUMABLE_CHANGES else [name]), name

@@ -9,7 +9,7 @@ import torch
 
 import bertkit
 from bertkit.data import TextDataset
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, OptionError
 from bertkit.train import TrainConfig, Trainer, evaluate_model, finetune
 
 POS = ["great", "wonderful", "excellent", "superb", "delightful", "brilliant"]
@@ -100,7 +100,7 @@ def test_transformers_loads_the_output_and_predicts_the_same_labels(tiny, tmp_pa
     with torch.no_grad():
         hf_logits = hf(**tok(texts, padding=True, return_tensors="pt")).logits
     ours = bertkit.load(out, device="cpu")
-    enc = ours.encode(texts)
+    enc = ours.tokenize(texts)
     batch = bertkit.pack([e.ids for e in enc], [e.type_ids for e in enc])
     with torch.no_grad():
         our_logits = ours.network.classify(batch)
@@ -215,12 +215,20 @@ def test_trainer_refuses_mismatched_labels_and_bad_settings(tiny_cls_dir, tiny):
         Trainer(cls, dataset(sentiment_rows(8)), progress=False)
     with pytest.raises(BertkitError, match="labels"):
         Trainer(tiny, dataset(sentiment_rows(8)), dataset(sentiment_rows(8, names=("bad", "good")), ("bad", "good")), progress=False)
-    with pytest.raises(BertkitError, match="metric"):
-        TrainConfig(metric="f2").validate()
-    with pytest.raises(BertkitError, match="warmup"):
-        TrainConfig(warmup_ratio=1.5).validate()
-    with pytest.raises(BertkitError, match="batch"):
-        TrainConfig(batch_size=None, batch_tokens=None).validate()
+    with pytest.raises(OptionError, match="metric must be one of macro_f1, accuracy, loss, micro_f1"):
+        TrainConfig(metric="f2")
+    with pytest.raises(OptionError, match="warmup_ratio must be less than 1"):
+        TrainConfig(warmup_ratio=1.5)
+    config = TrainConfig()
+    config.lr = -1.0  # assigned after construction: validate() checks again
+    with pytest.raises(OptionError, match="lr must be more than 0"):
+        config.validate()
+    # No size and no budget means the default size; a budget alone shapes the batches by itself.
+    assert TrainConfig(batch_size=None, batch_tokens=None).sequences_per_batch == 32
+    assert TrainConfig(batch_tokens=512).sequences_per_batch is None
+    assert TrainConfig(batch_size=8, batch_tokens=512).sequences_per_batch == 8
+    with pytest.raises(OptionError, match="micro_f1 is for multi-label data"):
+        Trainer(tiny, dataset(sentiment_rows(8)), config=TrainConfig(metric="micro_f1"), progress=False)
     with pytest.raises(BertkitError, match="no labels"):
         Trainer(tiny, TextDataset(["a", "b"], None, []), progress=False)
 

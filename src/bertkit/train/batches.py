@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from bertkit.batching import Batch, pack, plan_batches
-from bertkit.data import TextDataset, stratified_split
-from bertkit.errors import BertkitError
+from bertkit.data import TextDataset
+from bertkit.errors import BertkitError, OptionError
 from bertkit.inputs import warn_truncated
 from bertkit.model import Model
 from bertkit.tokenizer import Encoding
@@ -28,18 +28,53 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def stratified_subset(dataset: TextDataset, n: int, seed: int = 0) -> TextDataset:
-    """`n` rows drawn per class in proportion (seeded), in their original order; all rows if n >= len."""
+def stratified_subset(dataset: TextDataset, n: int, seed: int = 0, param: str = "limit") -> TextDataset:
+    """Exactly `n` rows, drawn per class in proportion (seeded), in their original order; all rows if n >= len.
+
+    Every class keeps at least one row, so `n` must be at least the number of classes (an OptionError
+    naming `param` says so). Multi-label rows are grouped by their first label, as stratified_split does.
+    """
     if n is None or n >= len(dataset):
         return dataset
     if n < 1:
-        raise BertkitError(f"--limit {n} leaves no rows; pass a positive number of examples")
-    return stratified_split(dataset, test_size=int(n), seed=seed)[1]
+        raise OptionError(param, f"must be at least 1, not {n}")
+    classes, members = _strata(dataset)
+    if n < len(classes):
+        raise OptionError(param, f"{n} is too small: a stratified subset keeps at least one example of each of the "
+                                 f"{len(classes)} classes of {dataset.source or 'the data'}; use at least {len(classes)}")
+    counts = np.array([len(m) for m in members])
+    take = _proportional(counts, n)
+    rng = np.random.default_rng(seed)
+    chosen = [i for c, rows in enumerate(members) for i in rng.permutation(rows)[: take[c]].tolist()]
+    return dataset.subset(sorted(chosen))
+
+
+def _strata(dataset: TextDataset) -> tuple[list, list[np.ndarray]]:
+    """The classes (multi-label: first positive label, -1 for none) and each one's row positions."""
+    if dataset.multi_label:
+        keys = np.array([next((j for j, v in enumerate(row) if v), -1) for row in dataset.labels], dtype=np.int64)
+    else:
+        keys = np.asarray(dataset.labels if dataset.labels is not None else [0] * len(dataset), dtype=np.int64)
+    classes, inverse = np.unique(keys, return_inverse=True)
+    return classes.tolist(), [np.flatnonzero(inverse == c) for c in range(len(classes))]
+
+
+def _proportional(counts: np.ndarray, n: int) -> np.ndarray:
+    """Per-class counts summing to exactly n (n >= classes), proportional by largest remainder, at least 1 each."""
+    exact = counts * (n / counts.sum())
+    take = np.floor(exact).astype(np.int64)
+    for c in np.argsort(-(exact - take), kind="stable")[: n - int(take.sum())]:
+        take[c] += 1
+    # A class too small for its share to round up to one gets one, from the class with the most.
+    for c in np.flatnonzero(take == 0):
+        take[int(np.argmax(take))] -= 1
+        take[c] = 1
+    return take
 
 
 def encode_dataset(model: Model, dataset: TextDataset, max_length: int | None = None) -> list[Encoding]:
     """Tokenize a dataset once (texts and pairs), truncating to `max_length` and saying how many were cut."""
-    encodings = model.encode(dataset.texts, dataset.text_pairs, max_length=max_length)
+    encodings = model.tokenize(dataset.texts, dataset.text_pairs, max_length=max_length)
     warn_truncated(encodings, min(max_length or model.max_length, model.max_length))
     return encodings
 
@@ -104,6 +139,15 @@ class BatchStream:
 
     def num_batches(self, epoch: int) -> int:
         return len(self.plan(epoch))
+
+    @property
+    def same_count_every_epoch(self) -> bool:
+        """Whether every epoch has as many batches as epoch 0: true unless a token budget packs a shuffled order.
+
+        A size-only plan caps at batch_size x longest tokens, which never binds before the size does.
+        """
+        size_only = self.batch_size is not None and self.max_tokens >= self.batch_size * max(self.lengths)
+        return size_only or not self.shuffle
 
     def batch(self, indices: Sequence[int]) -> Batch:
         """Pack the given examples (with their labels, if any) and move them to the device."""

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from bertkit.device import pick_device
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, OptionError
 
 T = TypeVar("T")
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -20,6 +20,13 @@ _control: Any = None
 
 class SharedError(BertkitError):
     """A BertkitError that every rank raised alike (rank 0 found it and told the others); only rank 0 reports it."""
+
+
+class SharedOptionError(SharedError, OptionError):
+    """A SharedError about one option: it still names the option in the caller's words (the flag, on the command line)."""
+
+    def __init__(self, param: str, problem: str) -> None:
+        OptionError.__init__(self, param, problem)
 
 
 def launched_by_torchrun() -> bool:
@@ -133,6 +140,13 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_min_(tensor: torch.Tensor) -> torch.Tensor:
+    """The smallest of every rank's `tensor`, in place, on the training backend."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return tensor
+
+
 def gather_rows(rows: torch.Tensor) -> list[torch.Tensor]:
     """Every rank's CPU tensor [n_r, ...] (n_r may differ), in rank order, on every rank."""
     if not is_distributed():
@@ -169,12 +183,16 @@ def on_main(fn: Callable[[], T]) -> T:
     if is_main_process():
         try:
             outcome = ("ok", fn())
+        except OptionError as e:
+            outcome = ("option", (e.param, e.problem))
         except BertkitError as e:
             outcome = ("error", str(e))
         except BaseException:
             broadcast_object(("crash", None))  # the others stop too, rather than wait at the next collective
             raise
     kind, value = broadcast_object(outcome)
+    if kind == "option":
+        raise SharedOptionError(*value)
     if kind == "error":
         raise SharedError(value)
     if kind == "crash":

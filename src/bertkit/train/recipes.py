@@ -10,14 +10,19 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from bertkit.checkpoint import atomic_write
 from bertkit.data import TextDataset, check_splits, load_dataset, stratified_split
 from bertkit.errors import BertkitError
 from bertkit.model import Model, load
+from bertkit.paths import output_folder
 from bertkit.train import distributed
+from bertkit.train.arguments import EvaluateOptions, TrainArguments, split_keywords
 from bertkit.train.batches import BatchStream, encode_dataset, seed_everything, stratified_subset
+from bertkit.train.config import TrainConfig
+from bertkit.train.jsonout import finite, jsonl, write_json
 from bertkit.train.loop import predict_logits
 from bertkit.train.record import command_line
-from bertkit.train.trainer import CHECKPOINTS, RUN_FILES, Trainer, TrainConfig, TrainResult, report_from_logits, write_json
+from bertkit.train.trainer import CHECKPOINTS, RUN_FILES, Trainer, TrainResult, report_from_logits
 
 NOTEBOOK_EXAMPLES = (
     "I loved this movie! The acting was great and the plot was amazing.",
@@ -29,94 +34,127 @@ MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt"
 
 
 def finetune(
-    model: str | os.PathLike | Model = "minilm",
-    data: Any = "rotten_tomatoes",
+    model: str | os.PathLike | Model,
+    data: Any,
     *,
     output_dir: str | os.PathLike | None = None,
-    eval_data: Any = None,
-    test_data: Any = None,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    pair_column: str | None = None,
-    multi_label: bool = False,
-    drop_invalid: bool = False,
-    test_size: float | int = 0.1,
-    limit: int | None = None,
-    eval_limit: int | None = None,
-    strict: bool = False,
     device: str | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
     config: TrainConfig | None = None,
-    arguments: dict[str, Any] | None = None,
-    **overrides: Any,
+    **options: Any,
 ) -> TrainResult:
-    """Fine-tune `model` on `data` (file, built-in name, DataFrame or HF dataset) and write `output_dir`.
+    """Fine-tune `model` (name, folder or Model) on `data` (file, built-in name, DataFrame or HF dataset); write `output_dir`.
 
-    Without `eval_data`, a seeded stratified `test_size` split of `data` is held out for evaluation.
-    `limit` trains on a stratified subset of that many examples. The splits are checked (single
-    class, missing classes, label-sorted rows, texts shared between splits): each problem is a
-    warning, or an error with `strict`. Keyword overrides set TrainConfig fields (epochs=, lr=, ...).
+    `options` are the fields of TrainArguments (how the data are read, split and checked: text_column=,
+    label_column=, eval_data=, test_size=, limit=, strict=, ...) and of TrainConfig (epochs=, lr=,
+    batch_size=, ...; they override `config`), with the defaults and meanings declared there. Without
+    `eval_data`, a seeded stratified `test_size` split of `data` is held out for evaluation. The splits
+    are checked (single class, missing classes, label-sorted rows, texts shared between splits): each
+    problem is a warning, or an error with `strict`.
     """
-    cfg = dataclasses.replace(config or TrainConfig(), **overrides)
-    cfg.validate()
-    if output_dir is not None and overwrite and not resume:
-        distributed.on_main(lambda: clear_run_folder(Path(output_dir)))  # under DDP, rank 0 alone writes the run folder
+    data_options, settings = split_keywords(options, TrainArguments, TrainConfig, caller="finetune")
+    arguments = TrainArguments(model=model, data=data, **data_options)
+    cfg = dataclasses.replace(config, **settings) if config is not None else TrainConfig(**settings)
+    return train_run(arguments, cfg, output_dir=output_dir, device=device, resume=resume, overwrite=overwrite,
+                     progress=progress)
+
+
+def train_run(
+    arguments: TrainArguments,
+    config: TrainConfig,
+    *,
+    output_dir: str | os.PathLike | None = None,
+    device: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    output_param: str = "output_dir",
+) -> TrainResult:
+    """`finetune` with its options already made (what `bertkit train` calls); `output_param` names `output_dir` in errors."""
     if resume and output_dir is None:
         raise BertkitError("resume needs the run's output folder")
-    model = model if isinstance(model, Model) else load(model, device=device)
-    columns = dict(text_column=text_column, label_column=label_column, pair_column=pair_column, multi_label=multi_label,
-                   drop_invalid=drop_invalid)
+    output = Path(output_dir) if output_dir is not None else None
+    # The output folder is checked (and made) before any work, so a bad one costs nothing; under DDP rank 0 alone
+    # writes the run folder.
+    created = distributed.on_main(lambda: _checked_folder(output, output_param)) if output is not None else False
+    try:
+        if output is not None and overwrite and not resume:
+            distributed.on_main(lambda: clear_run_folder(output))
+        return _train(arguments, config, output, device, resume, progress)
+    except BaseException:
+        if created and distributed.is_main_process():
+            _remove_if_empty(output)  # a run refused before it wrote anything leaves no folder behind
+        raise
 
-    full = load_dataset(data, **columns)
+
+def _train(arguments: TrainArguments, cfg: TrainConfig, output_dir: Path | None, device: str | None, resume: bool,
+           progress: bool | None) -> TrainResult:
+    model = arguments.model if isinstance(arguments.model, Model) else load(arguments.model, device=device)
+    columns = dict(text_column=arguments.text_column, label_column=arguments.label_column,
+                   pair_column=arguments.pair_column, multi_label=arguments.multi_label,
+                   drop_invalid=arguments.drop_invalid)
+
+    full = load_dataset(arguments.data, **columns)
     if full.labels is None:
         raise BertkitError(f"{full.source} has no label column; pass --label-column")
-    full = _align_with_head(model, full, data, columns, cfg.seed)
-    if eval_data is not None:
+    full = _align_with_head(model, full, arguments.data, columns, cfg.seed)
+    if arguments.eval_data is not None:
         train = full
-        evaluation = load_dataset(eval_data, label_names=full.label_names, **columns)
+        evaluation = load_dataset(arguments.eval_data, label_names=full.label_names, **columns)
         split = {"method": "given", "eval_source": evaluation.source}
     else:
-        train, evaluation = stratified_split(full, test_size=test_size, seed=cfg.seed)
-        split = {"method": "stratified", "test_size": test_size, "seed": cfg.seed}
-    if limit is not None:
-        train = stratified_subset(train, limit, seed=cfg.seed)
-        split["limit"] = limit
-    if eval_limit is not None:
-        evaluation = stratified_subset(evaluation, eval_limit, seed=cfg.seed)
-        split["eval_limit"] = eval_limit
-    test = load_dataset(test_data, label_names=full.label_names, **columns) if test_data is not None else None
+        train, evaluation = stratified_split(full, test_size=arguments.test_size, seed=cfg.seed)
+        split = {"method": "stratified", "test_size": arguments.test_size, "seed": cfg.seed}
+    if arguments.limit is not None:
+        train = stratified_subset(train, arguments.limit, seed=cfg.seed, param="limit")
+        split["limit"] = arguments.limit
+    if arguments.eval_limit is not None:
+        evaluation = stratified_subset(evaluation, arguments.eval_limit, seed=cfg.seed, param="eval_limit")
+        split["eval_limit"] = arguments.eval_limit
+    test = (load_dataset(arguments.test_data, label_names=full.label_names, **columns)
+            if arguments.test_data is not None else None)
 
     splits = {"train": train, "eval": evaluation, **({"test": test} if test is not None else {})}
     problems = check_data(splits)
     for problem in problems:
-        if not strict and distributed.is_main_process():  # every rank finds the same problems; one report is enough
-            warnings.warn(f"DATA CHECK: {problem}", stacklevel=2)
-    if problems and strict:
+        if not arguments.strict and distributed.is_main_process():  # every rank finds the same problems; one report
+            warnings.warn(f"DATA CHECK: {problem}", stacklevel=3)
+    if problems and arguments.strict:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise BertkitError(f"--strict: {problems[0]}{more}")
 
-    record = {
-        "command": command_line(),
-        "arguments": arguments if arguments is not None else {
-            "model": str(model.source), "data": str(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__,
-            **columns, "test_size": test_size, "limit": limit, "eval_limit": eval_limit},
-        "split": split,
-        "data_warnings": problems,
-    }
-    trainer = Trainer(model, train, evaluation, cfg, output_dir=output_dir, test_data=test, progress=progress, record=record)
+    # Every argument, defaults included, so a resumed run never depends on what a later version's defaults are.
+    recorded = {**arguments.to_record(), **cfg.to_dict()}
+    record = {"command": command_line(), "arguments": recorded, "split": split, "data_warnings": problems}
+    trainer = Trainer(model, train, evaluation, cfg, output_dir=output_dir, test_data=test, progress=progress,
+                      record=record)
     if output_dir is not None and not resume:
         def start_run_folder() -> None:
             trainer.prepare_output(resume=False)  # refuses a folder holding another run before anything is written
-            if arguments is not None:  # what `bertkit train --resume DIR` reuses
-                write_json(Path(output_dir) / ARGUMENTS_FILE, arguments)
-            write_json(Path(output_dir) / "split.json", {
+            if arguments.given_by_name():  # what `bertkit train --resume DIR` reuses
+                write_json(output_dir / ARGUMENTS_FILE, recorded)
+            write_json(output_dir / "split.json", {
                 "note": "row numbers in each source (0-based, header not counted)", **split,
                 **{name: {"source": ds.source, "rows": ds.row_ids} for name, ds in splits.items()}})
 
         distributed.on_main(start_run_folder)
     return trainer.fit(resume=resume)
+
+
+def _checked_folder(path: Path, param: str) -> bool:
+    """Check (and make) an output folder; whether it was made here."""
+    made = not path.exists()
+    output_folder(path, param)
+    return made
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:  # it holds something: keep it
+        pass
 
 
 def check_data(splits: dict[str, TextDataset]) -> list[str]:
@@ -179,50 +217,61 @@ def _training_record(model: Model) -> dict[str, Any]:
 def evaluate_model(
     model: str | os.PathLike | Model,
     data: Any,
+    options: EvaluateOptions | None = None,
     *,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    pair_column: str | None = None,
-    split: str | None = None,
-    limit: int | None = None,
-    max_length: int | None = None,
-    batch_tokens: int | None = None,
-    threshold: float | None = None,
     output_dir: str | os.PathLike | None = None,
     device: str | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Score a trained classifier on labelled data; labels are mapped through the model's label names.
 
-    `split` ("train", "eval", "test") picks the rows of that split of the model's training run from
-    the same data (read from the model's split.json). With `output_dir`, writes evaluation.json,
-    predictions.jsonl and confusion_matrix.png there.
+    `overrides` are EvaluateOptions fields (text_column=, split=, limit=, threshold=, ...). `split`
+    ("train", "eval", "test") picks the rows of that split of the model's training run from the same
+    data (read from the model's split.json). With `output_dir`, writes evaluation.json,
+    predictions.jsonl and confusion_matrix.png there. NaN or infinite numbers are reported as None.
     """
+    opts = dataclasses.replace(options, **overrides) if options is not None else EvaluateOptions(**overrides)
+    folder = Path(output_dir) if output_dir is not None else None
+    created = _checked_folder(folder, "output_dir") if folder is not None else False  # before any work
+    try:
+        return _evaluate(model, data, opts, folder, device)
+    except BaseException:
+        if created:
+            _remove_if_empty(folder)
+        raise
+
+
+def _evaluate(model: str | os.PathLike | Model, data: Any, opts: EvaluateOptions, output_dir: Path | None,
+              device: str | None) -> dict[str, Any]:
     model = model if isinstance(model, Model) else load(model, device=device)
     if model.network.classifier is None:
         raise BertkitError(f"{model.source} has no classification head; pass a model trained with `bertkit train`")
     record = _training_record(model)
     multi = model.config.problem_type == "multi_label_classification"
+    threshold = opts.threshold
     if threshold is None:
         threshold = float(model.config.extra.get("multi_label_threshold", record.get("threshold") or 0.5))
+    max_length = opts.max_length
     if max_length is None:
         max_length = (record.get("config") or {}).get("max_length")
-    ds = load_dataset(data, text_column=text_column, label_column=label_column, pair_column=pair_column,
-                      label_names=model.labels, multi_label=multi)
+    ds = load_dataset(data, text_column=opts.text_column, label_column=opts.label_column, pair_column=opts.pair_column,
+                      label_names=model.labels, multi_label=multi, drop_invalid=opts.drop_invalid)
     if ds.labels is None:
         raise BertkitError(f"{ds.source} has no label column; pass --label-column")
-    ds = _select_split(model, ds, split)
-    if limit is not None:
-        ds = stratified_subset(ds, limit, seed=0)
+    ds = _select_split(model, ds, opts.split)
+    if opts.limit is not None:
+        ds = stratified_subset(ds, opts.limit, seed=0, param="limit")
     encodings = encode_dataset(model, ds, max_length)
-    stream = BatchStream(encodings, ds.labels, batch_tokens=batch_tokens or model.default_batch_tokens, shuffle=False,
-                         device=model.device)
+    stream = BatchStream(encodings, ds.labels, batch_tokens=opts.batch_tokens or model.default_batch_tokens,
+                         shuffle=False, device=model.device)
     t = time.perf_counter()
     logits, loss = predict_logits(model.network, stream)
     report = report_from_logits(logits, ds.labels, model.labels, loss, multi, threshold)
-    report = {"model": str(model.source), "data": ds.source, "split": split, "n": len(ds), **report,
-              "seconds": round(time.perf_counter() - t, 3)}
+    # A broken checkpoint (NaN weights) gives a NaN loss: reported as None, which JSON can hold.
+    report = finite({"model": str(model.source), "data": ds.source, "split": opts.split, "n": len(ds), **report,
+                     "seconds": round(time.perf_counter() - t, 3)})
     if output_dir is not None:
-        _write_evaluation(Path(output_dir), report, ds, logits, model.labels, multi, threshold)
+        _write_evaluation(output_dir, report, ds, logits, model.labels, multi, threshold)
     return report
 
 
@@ -241,7 +290,9 @@ def _select_split(model: Model, ds: TextDataset, split: str | None) -> TextDatas
         raise BertkitError(f"--split needs the model's split.json, which {model.source} lacks; evaluate on a held-out file instead")
     if split not in saved or not isinstance(saved[split], dict):
         names = [k for k, v in saved.items() if isinstance(v, dict) and "rows" in v]
-        raise BertkitError(f"the training run has no '{split}' split; choose one of {', '.join(names)}")
+        # A run holds a test split only when trained with a test file: without one, the held-out rows are 'eval'.
+        hint = " (a run keeps a 'test' split only when trained with --test-data)" if split == "test" else ""
+        raise BertkitError(f"the training run has no '{split}' split{hint}; choose one of {', '.join(names)}")
     if saved[split]["source"] != ds.source:
         raise BertkitError(f"the '{split}' split came from {saved[split]['source']}, not {ds.source}; pass that data")
     wanted = set(saved[split]["rows"])
@@ -254,20 +305,20 @@ def _write_evaluation(folder: Path, report: dict, ds: TextDataset, logits, label
 
     from bertkit.train.plots import plot_confusion_matrix
 
-    folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "evaluation.json", report)
     probs = torch.sigmoid(logits) if multi else torch.softmax(logits, dim=1)
-    with open(folder / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for i in range(len(ds)):
-            p = probs[i].tolist()
-            if multi:
-                true = [label_names[j] for j, v in enumerate(ds.labels[i]) if v]
-                pred = [label_names[j] for j, v in enumerate(p) if v >= threshold]
-            else:
-                true, pred = label_names[ds.labels[i]], label_names[int(logits[i].argmax())]
-            row = {"row": ds.row_ids[i], "text": ds.texts[i], "label": true, "predicted": pred,
-                   "correct": true == pred, "scores": dict(zip(label_names, [round(x, 6) for x in p]))}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    rows = []
+    for i in range(len(ds)):
+        p = probs[i].tolist()
+        if multi:
+            true = [label_names[j] for j, v in enumerate(ds.labels[i]) if v]
+            pred = [label_names[j] for j, v in enumerate(p) if v >= threshold]
+        else:
+            true, pred = label_names[ds.labels[i]], label_names[int(logits[i].argmax())]
+        rows.append({"row": ds.row_ids[i], "text": ds.texts[i], "label": true, "predicted": pred,
+                     "correct": true == pred, "scores": finite(dict(zip(label_names, [round(x, 6) for x in p])))})
+    text = jsonl(rows)
+    atomic_write(folder / "predictions.jsonl", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     if report.get("confusion_matrix"):
         plot_confusion_matrix(report["confusion_matrix"], label_names, folder / "confusion_matrix.png",
                               title=f"Confusion matrix ({ds.source}, n={len(ds)})")
@@ -295,8 +346,6 @@ def demo_finetune(
     then every prediction is "fresh" (the notebook's failure, for another reason). Returns the
     evaluation report, the predictions for `examples`, the timings and where the model was written.
     """
-    from bertkit.tasks.classify import predict
-
     t = time.perf_counter()
     if output_dir is not None and (Path(output_dir) / "training_record.json").exists():
         clear_run_folder(Path(output_dir))
@@ -308,7 +357,7 @@ def demo_finetune(
         "accuracy": result.metrics["accuracy"],
         "macro_f1": result.metrics["macro_f1"],
         "metrics": result.metrics,
-        "predictions": [{"text": t, **row} for t, row in zip(examples, predict(trained, list(examples)))],
+        "predictions": [{"text": t, **row} for t, row in zip(examples, trained.predict(list(examples)))],
         "train_examples": result.record["data"]["train"]["rows"],
         "eval_examples": result.record["data"]["eval"]["rows"],
         "timings": {**result.timings, "total_s": round(time.perf_counter() - t, 2)},

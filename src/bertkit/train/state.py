@@ -11,11 +11,13 @@ named inside its training state.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,40 @@ from bertkit.errors import BertkitError
 from bertkit.modeling import BertNetwork
 
 STATE_FILE = "training_state.pt"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the run's position is RunState, under "run"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class RunState:
+    """Where a training run stands; saved in every checkpoint and restored on resume (plain values only)."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    batch: int = 0  # position in the epoch's batch plan
+    best: dict[str, Any] | None = None  # the best evaluation so far, with its checkpoint's name
+    last_eval: dict[str, Any] | None = None
+    bad_evals: int = 0  # evaluations since the best one (early stopping)
+    history: list[dict[str, Any]] = field(default_factory=list)  # the metrics.jsonl records so far
+    finished: bool = False
+    stopped_early: bool = False
+    train_s: float = 0.0  # seconds in optimizer steps, over every session
+    eval_s: float = 0.0
+    save_s: float = 0.0
+    examples: int = 0
+    tokens: int = 0
+    resumed_at: list[int] = field(default_factory=list)  # the step each resumed session started from
+    # The training loss summed since the last read-out (over every process) and the examples it covers:
+    # restored on resume, so the read-out whose window spans a kill is the uninterrupted run's.
+    window_loss: float = 0.0
+    window_examples: int = 0
+
+    def to_state(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "RunState":
+        return cls(**state)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""The training configuration, declared once: each setting's type, default, range and help; checks and CLI flags derive from it."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Mapping
+
+from bertkit.options import Options, check, option, specs
+
+Metric = Literal["macro_f1", "accuracy", "loss", "micro_f1"]
+LOWER_IS_BETTER = frozenset({"loss"})  # every other metric is a score: higher is better
+DEFAULT_BATCH_SIZE = 32
+MIN_LENGTH = 3  # [CLS], one token of text, [SEP]
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+@dataclass
+class TrainConfig(Options):
+    """How a training run trains; all but RESUMABLE_CHANGES decide what it computes, and so must match on resume."""
+
+    epochs: int = option(3, "passes over the training data", ge=1)
+    max_steps: int | None = option(None, "stop after N optimizer steps (overrides --epochs)", ge=1)
+    lr: float = option(5e-5, "peak learning rate", gt=0)
+    # None is the default size, unless a token budget is given: then the budget alone shapes the batches.
+    batch_size: int | None = option(None, "sequences per batch", ge=1,
+                                    default_help=f"{DEFAULT_BATCH_SIZE} unless --batch-tokens")
+    batch_tokens: int | None = option(None, "token budget per batch (batch size x longest sequence)", ge=1)
+    max_length: int | None = option(256, "truncate texts to N tokens; the count is reported", ge=MIN_LENGTH)
+    bucket_size: int = option(64, "batches' worth of examples grouped by length before shuffling; 0 = random batches",
+                              ge=0)
+    warmup_ratio: float = option(0.1, "share of steps with linear warm-up", ge=0, lt=1)
+    weight_decay: float = option(0.01, "AdamW weight decay, not on biases/LayerNorm", ge=0)
+    grad_accum: int = option(1, "batches per optimizer step", ge=1)
+    max_grad_norm: float | None = option(1.0, "gradient clipping norm; 0 disables", ge=0)
+    # Seeds reach torch.manual_seed, which takes an unsigned 64-bit number; negative ones are refused up front.
+    seed: int = option(42, "one seed for split, order, dropout and head", ge=0, le=2**64 - 1)
+    class_weights: Literal["balanced"] | None = option(None, "weigh classes inversely to their frequency")
+    threshold: float = option(0.5, "multi-label decision threshold", gt=0, lt=1)
+    metric: Metric = option("macro_f1", "selects the best checkpoint and drives early stopping")
+    patience: int | None = option(None, "stop after N evaluations without improvement", ge=1)
+    eval_every: int | None = option(None, "also evaluate every N steps (always at each epoch's end)", ge=1)
+    save_every: int | None = option(None, "also checkpoint every N steps (always at each epoch's end)", ge=1)
+    # Each read-out is a host sync on a GPU, so not every step.
+    log_every: int = option(10, "steps between loss read-outs", ge=1)
+    keep_checkpoints: bool = option(False, "keep DIR/checkpoints after success")
+    eval_batch_tokens: int | None = option(None, "token budget per evaluation batch", ge=1,
+                                           default_help="the model's", cli=False)
+    restore_best: bool = option(True, "end with the best evaluated weights rather than the last ones", cli=False)
+
+    # Settings that may change between a run and its resumption: they change how it is watched or stored,
+    # not its numbers. Every other field is compared on resume (resume_conflicts), so a new one is by default.
+    RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("log_every", "save_every", "eval_batch_tokens", "keep_checkpoints")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field (construction and dataclasses.replace already do; call it after assigning one)."""
+        check(self)
+
+    @property
+    def sequences_per_batch(self) -> int | None:
+        """The batch size in sequences, or None when a token budget alone shapes the batches."""
+        if self.batch_size is None and self.batch_tokens is None:
+            return DEFAULT_BATCH_SIZE
+        return self.batch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def defaults(*classes: type) -> dict[str, Any]:
+    """Every option's default, for the given option dataclasses."""
+    return {s.name: s.default for cls in classes for s in specs(cls)}
+
+
+def resume_conflicts(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The names in `current` whose values differ from the `saved` run's and may not change on resume.
+
+    Only TrainConfig.RESUMABLE_CHANGES may differ. `saved` should hold every name (fill it from
+    `defaults(...)` for a run saved before a setting existed): a missing one counts as changed.
+    """
+    return [k for k, v in current.items() if k not in TrainConfig.RESUMABLE_CHANGES and saved.get(k) != v]
