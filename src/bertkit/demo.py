@@ -41,12 +41,15 @@ def show_word_in_context(model: bertkit.Model, out: Path) -> None:
     section("2. The same word in different contexts (the notebook's quiz, done right)")
     matrix = model.similarity_matrix([RIVER, MONEY, MONEY_TOO], "bank")
     names = ["river", "money", "money 2"]
+    print("                                      contextual   static (word-embedding table, as Word2Vec)")
     for (i, j) in [(0, 1), (0, 2), (1, 2)]:
         kind = "same sense     " if i else "different sense"
-        print(f"{kind}  {names[i]:<7} vs {names[j]:<7}: cosine {matrix.matrix[i, j]:.3f}")
+        print(f"{kind}  {names[i]:<7} vs {names[j]:<7}: cosine {matrix.matrix[i, j]:.3f}        "
+              f"{matrix.static[i, j]:.3f}")
     same, different = matrix.matrix[1, 2], max(matrix.matrix[0, 1], matrix.matrix[0, 2])
     verdict = "higher" if same > different else "NOT higher (unexpected)"
-    print(f"same sense is {verdict} than different sense. 'bank' is found by whole-word match (case and")
+    print(f"same sense is {verdict} than different sense; a static vector cannot tell them apart (1.000 for every")
+    print("pair): that is how contextual embeddings differ from earlier ones. 'bank' is found by whole-word match (case and")
     print("accents normalised), pooled over its word pieces, at a chosen occurrence — not tokens.index('bank').")
     multi = model.word_embedding("The embeddings were surprisingly good.", "embeddings")
     print(f"a word split into pieces: 'embeddings' -> {multi.tokens} (mean of {len(multi.tokens)} piece vectors)")

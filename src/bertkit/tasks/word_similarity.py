@@ -48,6 +48,9 @@ class WordVector:
     token_indices: list[int]  # their positions in the encoded sentence ([CLS] is 0)
     layer: Layer
     pooling: str
+    # The same pieces' rows of the word-embedding table, averaged: the vector a static (Word2Vec-style)
+    # model gives this word in every sentence, to set beside the contextual one.
+    static: np.ndarray | None = None
 
     @property
     def span(self) -> tuple[int, int]:
@@ -71,8 +74,14 @@ class WordSimilarity:
     a: WordVector
     b: WordVector
 
+    @property
+    def static_similarity(self) -> float:
+        """The cosine of the two words' static vectors: 1.0 for the same word, whatever the sentences."""
+        return cosine(self.a.static, self.b.static)
+
     def to_dict(self) -> dict:
-        return {"similarity": self.similarity, "a": self.a.to_dict(), "b": self.b.to_dict()}
+        return {"similarity": self.similarity, "static_similarity": self.static_similarity,
+                "a": self.a.to_dict(), "b": self.b.to_dict()}
 
 
 @dataclass
@@ -82,16 +91,24 @@ class SimilarityMatrix:
     matrix: np.ndarray
     labels: list[str]
     vectors: list[WordVector]
+    static: np.ndarray | None = None  # the same for the words' static vectors (all 1.0 for one word)
 
     @classmethod
     def of(cls, vectors: list[WordVector]) -> "SimilarityMatrix":
-        """Every pair's cosine, computed in float64 and kept as float32."""
-        stacked = np.stack([v.vector for v in vectors]).astype(np.float64)
-        unit = stacked / np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
-        return cls((unit @ unit.T).astype(np.float32), [context_label(v) for v in vectors], vectors)
+        static = _cosines([v.static for v in vectors]) if all(v.static is not None for v in vectors) else None
+        return cls(_cosines([v.vector for v in vectors]), [context_label(v) for v in vectors], vectors, static)
 
     def to_dict(self) -> dict:
-        return {"labels": self.labels, "matrix": self.matrix.tolist(), "words": [v.to_dict() for v in self.vectors]}
+        return {"labels": self.labels, "matrix": self.matrix.tolist(),
+                "static_matrix": None if self.static is None else self.static.tolist(),
+                "words": [v.to_dict() for v in self.vectors]}
+
+
+def _cosines(vectors: list[np.ndarray]) -> np.ndarray:
+    """Every pair's cosine, computed in float64 and kept as float32."""
+    stacked = np.stack(vectors).astype(np.float64)
+    unit = stacked / np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
+    return (unit @ unit.T).astype(np.float32)
 
 
 @closed
@@ -110,6 +127,7 @@ class WordInContext(TypedDict):
 @closed
 class SimilarityPair(TypedDict):
     similarity: float
+    static_similarity: float  # the words' rows of the word-embedding table: 1.0 for the same word
     a: WordInContext
     b: WordInContext
     truncated: list[int]
@@ -119,6 +137,7 @@ class SimilarityPair(TypedDict):
 class SimilarityMatrixResponse(TypedDict):
     labels: list[str]
     matrix: list[list[float]]
+    static_matrix: Optional[list[list[float]]]  # the same for static (word-embedding table) vectors
     words: list[WordInContext]
     truncated: list[int]
 
@@ -170,8 +189,10 @@ class Similarity(Task):
 
     def present(self, model: "Model", prepared: Prepared, results: list, options: SimilarityOptions):
         words, found = prepared.state
+        table = model.network.encoder.embeddings.word.weight
         vectors = [WordVector(s, w, v.numpy(), at.occurrence, at.spans, [e.tokens[k] for k in at.tokens], at.tokens,
-                              options.layer, options.pooling)
+                              options.layer, options.pooling,
+                              table[[e.ids[k] for k in at.tokens]].detach().float().mean(dim=0).cpu().numpy())
                    for s, w, e, v, at in zip(prepared.texts, words, prepared.encodings, results, found)]
         if options.matrix:
             return SimilarityMatrix.of(vectors)
@@ -242,7 +263,8 @@ def _marked(w: dict) -> str:
 def _human_pair(d: dict) -> str:
     a, b = d["a"], d["b"]
     words = f"'{a['word']}'" + (f" and '{b['word']}'" if b["word"] != a["word"] else "")
-    lines = [f"{d['similarity']:.4f}  cosine similarity of {words} (layer {a['layer']}, {a['pooling']} of word pieces)"]
+    lines = [f"{d['similarity']:.4f}  cosine similarity of {words} (layer {a['layer']}, {a['pooling']} of word pieces); "
+             f"static word vectors: {d['static_similarity']:.4f}"]
     for tag, w in (("a", a), ("b", b)):
         lines.append(f"  {tag}: {_marked(w)}")
         start, end = w["span"]
@@ -256,6 +278,11 @@ def _human_matrix(d: dict) -> str:
     lines = ["      " + " ".join(f"{j:>6}" for j in range(n))]
     for i, row in enumerate(d["matrix"]):
         lines.append(f"{i:>5} " + " ".join(f"{x:6.3f}" for x in row) + f"   {d['labels'][i]}")
+    static = d.get("static_matrix")
+    if static is not None:
+        low = min(min(row) for row in static)
+        lines.append("static word vectors (the word-embedding table, as Word2Vec would give): "
+                     + ("1.000 for every pair" if low > 0.9995 else f"lowest pair {low:.3f}"))
     if d.get("plot"):
         lines.append(f"heatmap written to {d['plot']}")
     return "\n".join(lines)
