@@ -137,6 +137,14 @@ class Task:
         """Table tasks: output columns, one value per input row (None where the row was flagged)."""
         raise NotImplementedError(f"{self.name} does not write tables")
 
+    def answer_size(self, prepared: Prepared, options: Any) -> int:
+        """About how many bytes the JSON answer will take, known before any batch runs.
+
+        A server refuses a request whose answer would be too big (--max-answer-bytes) before doing
+        the work; tasks whose answer can outgrow their input (candidates per mask, a matrix) say so here.
+        """
+        return 64 * (len(prepared.texts) + prepared.tokens)
+
     # -- facts derived from the declaration -----------------------------------------------------
     @property
     def option_names(self) -> list[str]:
