@@ -56,16 +56,17 @@ def no_tokens_problem(encoding: Encoding, what: str = "text") -> str | None:
     return None
 
 
-def warn_truncated(encodings: Sequence[Encoding], limit: int) -> int:
-    """Say how many inputs were cut to the model's length; returns that count."""
-    cut = [i for i, e in enumerate(encodings) if e.n_truncated]
-    if cut:
+def warn_truncated(cut: Sequence[Encoding | int], limit: int) -> int:
+    """Say how many inputs were cut to the model's length (encodings, or tokens cut per input); returns that count."""
+    counts = [c if isinstance(c, int) else c.n_truncated for c in cut]
+    over = [i for i, n in enumerate(counts) if n]
+    if over:
         warnings.warn(
-            f"{len(cut)} of {len(encodings)} texts were longer than {limit} tokens and were truncated "
-            f"(first: input #{cut[0]}, {encodings[cut[0]].n_truncated} tokens cut)",
+            f"{len(over)} of {len(counts)} texts were longer than {limit} tokens and were truncated "
+            f"(first: input #{over[0]}, {counts[over[0]]} tokens cut); long='chunk' (--long chunk) reads all of them",
             stacklevel=3,
         )
-    return len(cut)
+    return len(over)
 
 
 def _kind(value: Any) -> str:

@@ -44,6 +44,7 @@ def option(
     cli: bool = True,
     server: bool = True,
     shared: bool = True,
+    kw_only: bool = False,
 ) -> Any:
     """A dataclass field that is also a user-facing option.
 
@@ -51,13 +52,14 @@ def option(
     what a default of None means ("the model's setting"). `split` lets one CLI flag carry several
     values ("a,b"). `cli` / `server`: whether the command line / the server offer it. `shared`:
     whether requests must agree on it to share a model batch (the server's micro-batcher); an
-    option that only shapes one request's answer is not shared.
+    option that only shapes one request's answer is not shared. `kw_only`: keyword-only in Python,
+    listed after the others (options a base class adds to every task's own).
     """
     meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "short": short, "metavar": metavar,
             "default_help": default_help, "split": split, "cli": cli, "server": server, "shared": shared}
     if default is REQUIRED:
-        return dataclasses.field(metadata={"bertkit": meta})
-    return dataclasses.field(default=default, metadata={"bertkit": meta})
+        return dataclasses.field(metadata={"bertkit": meta}, kw_only=kw_only)
+    return dataclasses.field(default=default, metadata={"bertkit": meta}, kw_only=kw_only)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Spec:
     cli: bool = True
     server: bool = True
     shared: bool = True
+    kw_only: bool = False
 
     @property
     def flag(self) -> str:
@@ -120,15 +123,15 @@ class Options:
 
 @lru_cache(maxsize=None)
 def specs(cls: type) -> tuple[Spec, ...]:
-    """The option fields of a dataclass, with their resolved types, in declaration order."""
+    """The option fields of a dataclass, with their resolved types: its own in declaration order, then keyword-only ones."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
         meta = f.metadata.get("bertkit")
         if meta is None:
             continue
-        out.append(Spec(f.name, hints[f.name], f.default, **meta))
-    return tuple(out)
+        out.append(Spec(f.name, hints[f.name], f.default, **{**meta, "kw_only": bool(f.kw_only)}))
+    return tuple(sorted(out, key=lambda s: s.kw_only))
 
 
 def spec_of(cls: type, name: str) -> Spec:

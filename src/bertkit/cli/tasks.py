@@ -79,11 +79,10 @@ def run_command(task: Task, args: argparse.Namespace) -> int:
     texts = frame[column].tolist()
     pairs = _pairs(task, args, frame, len(texts))
     from bertkit.tasks.base import execute, prepare
-    from bertkit.inputs import warn_truncated
-
+    
     model = load_model(args)
     prepared = prepare(task, model, texts, pairs, options)
-    warn_truncated([e for e in prepared.encodings if e is not None], task.max_length(model, options))
+    prepared.warn(task.max_length(model, options))
     answer = task.present(model, prepared, execute(task, model, prepared, options, getattr(args, "batch_tokens", None)),
                           options)
     payload = task.payload(answer, prepared, options)

@@ -22,6 +22,7 @@ from bertkit.errors import BertkitError
 from bertkit.inputs import as_text_list, check_pairs, no_tokens_problem, row_problem, warn_truncated
 from bertkit.options import specs
 from bertkit.tokenizer import Encoding
+from bertkit.windows import Document, split_document
 
 if TYPE_CHECKING:
     from bertkit.batching import Batch
@@ -61,19 +62,33 @@ class Item:
 
 @dataclass
 class Prepared:
-    """A request after prepare: its inputs, their encodings and problems, the sequences to run, state for present."""
+    """A request after prepare: its inputs, their documents (windows) and problems, the sequences to run, state for present."""
 
     texts: list
     pairs: list | None
-    encodings: list[Encoding | None]  # per input; None where the row has a problem
+    documents: list[Document | None]  # per input; None where the row has a problem
     problems: list[str | None]  # per input: why it was not run (flagged rows only)
     items: list[Item] = field(default_factory=list)
     state: Any = None
+    strategy: str = "truncate"
+
+    @property
+    def encodings(self) -> list[Encoding | None]:
+        """Per input, the first (under truncate and head+tail, the only) sequence the model reads."""
+        return [d.windows[0] if d is not None else None for d in self.documents]
 
     @property
     def truncated(self) -> list[int]:
-        """Tokens cut from each input (0: none)."""
-        return [e.n_truncated if e is not None else 0 for e in self.encodings]
+        """Per input, the tokens no sequence holds (0: none; always 0 under chunk)."""
+        return [d.unseen if d is not None else 0 for d in self.documents]
+
+    @property
+    def windows(self) -> list[int]:
+        """Per input, how many sequences the model reads (1 unless chunked)."""
+        return [len(d.windows) if d is not None else 0 for d in self.documents]
+
+    def warn(self, limit: int) -> None:
+        warn_truncated(self.truncated, limit)
 
     @property
     def tokens(self) -> int:
@@ -110,8 +125,10 @@ class Task:
         return model.max_length
 
     def prepare(self, model: "Model", prepared: Prepared, options: Any) -> None:
-        """Fill `prepared.items` (and `.state`) from the encodings; default: one sequence per valid input."""
-        prepared.items = [Item(e.ids, e.type_ids, i) for i, e in enumerate(prepared.encodings) if e is not None]
+        """Fill `prepared.items` (and `.state`) from the documents; default: every window of every valid input
+        (`info` is the window's number in its document)."""
+        prepared.items = [Item(w.ids, w.type_ids, i, k) for i, d in enumerate(prepared.documents) if d is not None
+                          for k, w in enumerate(d.windows)]
 
     # -- step ---------------------------------------------------------------------------------------
     def step(self, model: "Model", batch: "Batch", items: list[Item], options: Any) -> list:
@@ -200,19 +217,29 @@ def prepare(task: Task, model: "Model", texts: Any, pairs: Any, options: Any, fl
             as_text_list(pairs, task.pair_name or "pairs")
         problems = [None] * len(texts)
     valid = [i for i, p in enumerate(problems) if p is None]
-    limit = task.max_length(model, options)
-    found = model.tokenizer.encode_batch([texts[i] for i in valid], [pairs[i] for i in valid] if pairs is not None else None,
-                                         max_length=limit)
-    encodings: list[Encoding | None] = [None] * len(texts)
-    for i, enc in zip(valid, found):
-        problem = no_tokens_problem(enc) if flag else None
+    found = documents(model, [texts[i] for i in valid], [pairs[i] for i in valid] if pairs is not None else None,
+                      task.max_length(model, options), options)
+    docs: list[Document | None] = [None] * len(texts)
+    for i, doc in zip(valid, found):
+        problem = no_tokens_problem(doc.windows[0]) if flag else None
         if problem:
             problems[i] = problem
         else:
-            encodings[i] = enc
-    prepared = Prepared(texts, pairs, encodings, problems)
+            docs[i] = doc
+    prepared = Prepared(texts, pairs, docs, problems, strategy=getattr(options, "long", "truncate"))
     task.prepare(model, prepared, options)
     return prepared
+
+
+def documents(model: "Model", texts: list[str], pairs: list[str] | None, limit: int, options: Any) -> list[Document]:
+    """Tokenize once and cut each text into the sequences its long strategy asks for (bertkit.windows)."""
+    long, side = getattr(options, "long", "truncate"), getattr(options, "side", "right")
+    if long == "truncate" and side == "right":  # the tokenizer's own truncation: exactly what every release did
+        return [Document([e], [0], e.n_truncated) for e in model.tokenizer.encode_batch(texts, pairs, max_length=limit)]
+    tok = model.tokenizer
+    specials = tok.special_tokens
+    return [split_document(full, limit, options, tok.cls_id, tok.sep_id, specials["cls_token"], specials["sep_token"])
+            for full in tok.encode_batch(texts, pairs)]
 
 
 def execute(task: Task, model: "Model", prepared: Prepared, options: Any, batch_tokens: int | None = None) -> list:
@@ -232,6 +259,6 @@ def run_task(task: Task, model: "Model", texts: Any, pairs: Any = None, batch_to
     """The whole task for a Python caller: options checked, inputs prepared, batches run, answer presented."""
     opts = make_options(task, options)
     prepared = prepare(task, model, texts, pairs, opts)
-    warn_truncated([e for e in prepared.encodings if e is not None], task.max_length(model, opts))
+    prepared.warn(task.max_length(model, opts))
     results = execute(task, model, prepared, opts, batch_tokens)
     return task.present(model, prepared, results, opts)

@@ -10,15 +10,17 @@ import pandas as pd
 import torch
 
 from bertkit.batching import Batch
-from bertkit.options import Options, option
+from bertkit.errors import BertkitError
+from bertkit.options import option
 from bertkit.tasks.base import Head, Item, Prepared, Task, closed
+from bertkit.windows import LongOptions, aggregation, weights
 
 if TYPE_CHECKING:
     from bertkit.model import Model
 
 
 @dataclass(frozen=True)
-class PredictOptions(Options):
+class PredictOptions(LongOptions):
     threshold: float = option(0.5, "multi-label: every label scoring at least this is predicted", ge=0.0, le=1.0,
                               shared=False)
 
@@ -29,7 +31,8 @@ class PredictRow(TypedDict, total=False):
     label: Optional[str]
     labels: Optional[list[str]]  # multi-label models only: every label over the threshold
     scores: Optional[dict[str, float]]
-    truncated: int
+    truncated: int  # tokens no window held (0: all of it was read)
+    windows: int  # sequences read (more than 1 only under long="chunk")
     error: Optional[str]
 
 
@@ -42,6 +45,9 @@ class Predict(Task):
     the first of them, or None). A regression checkpoint's scores are its raw outputs. Rows whose
     text (or pair) is missing, not a string, blank or without any token get `label` None, `scores`
     None and an `error`; `truncated` is the number of tokens cut from a text longer than the model accepts.
+    A chunked text's scores aggregate its windows' probabilities: their token-weighted mean (default),
+    each label's max (renormalised for softmax models), the first window's, or a vote (each window's
+    predicted labels; a label's score is the share of windows that predict it).
     """
 
     name = "predict"
@@ -54,16 +60,28 @@ class Predict(Task):
     table = True
     example = {"texts": ["What a wonderful film!"]}
     Response = list[PredictRow]
+    aggregations = ("mean", "max", "first", "vote")
+
+    def prepare(self, model: "Model", prepared: Prepared, options: PredictOptions) -> None:
+        how = aggregation(options, self.aggregations, self.name)
+        if how == "vote" and problem_type(model) == "regression":
+            raise BertkitError("aggregate='vote' needs a classifier; a regression model's windows are averaged (mean)")
+        super().prepare(model, prepared, options)
 
     def step(self, model: "Model", batch: Batch, items: list[Item], options: Any) -> list[torch.Tensor]:
         return list(model.network.classify(batch).float().cpu())
 
     def present(self, model: "Model", prepared: Prepared, results: list, options: PredictOptions) -> list[dict]:
         kind, names = problem_type(model), model.labels
-        rows: list[dict] = [{"label": None, "scores": None, "truncated": 0, "error": e} for e in prepared.problems]
-        for item, logits in zip(prepared.items, results):
-            rows[item.owner] = _row(kind, names, logits, options.threshold) | {
-                "truncated": prepared.encodings[item.owner].n_truncated, "error": None}
+        how = aggregation(options, self.aggregations, self.name)
+        rows: list[dict] = []
+        for document, windows, problem in zip(prepared.documents, prepared.per_input(results), prepared.problems):
+            if document is None:
+                rows.append({"label": None, "scores": None, "truncated": 0, "windows": 0, "error": problem})
+                continue
+            scores = aggregate(kind, [_scores(kind, w) for w in windows], weights(document), how, options.threshold)
+            rows.append(_decide(kind, names, scores, options.threshold)
+                        | {"truncated": document.unseen, "windows": len(windows), "error": None})
         if kind == "multi_label":
             for row in rows:
                 row.setdefault("labels", None)
@@ -93,6 +111,7 @@ class Predict(Task):
         for name in model.labels:
             out[f"score_{name}"] = [r["scores"][name] if r["scores"] else None for r in rows]
         out["truncated"] = [r["truncated"] for r in rows]
+        out["windows"] = [r["windows"] for r in rows]
         out["error"] = [r["error"] for r in rows]
         return out
 
@@ -114,13 +133,37 @@ def problem_type(model: "Model") -> str:
     return "single_label"
 
 
-def _row(kind: str, names: list[str], logits: torch.Tensor, threshold: float) -> dict:
-    if kind == "regression":
-        return {"label": None, "scores": dict(zip(names, logits.tolist()))}
+def _scores(kind: str, logits: torch.Tensor) -> torch.Tensor:
+    """One sequence's scores: softmax probabilities, per-label sigmoids, or a regression's raw outputs."""
     if kind == "single_label":
-        probs = logits.softmax(dim=-1).tolist()
+        return logits.softmax(dim=-1)
+    return logits.sigmoid() if kind == "multi_label" else logits
+
+
+def aggregate(kind: str, scores: list[torch.Tensor], weights: list[int], how: str, threshold: float) -> torch.Tensor:
+    """A document's scores from its windows' (one window: its own, unchanged)."""
+    if len(scores) == 1:
+        return scores[0]
+    stacked = torch.stack(scores)
+    if how == "first":
+        return stacked[0]
+    if how == "max":
+        top = stacked.amax(dim=0)
+        return top / top.sum() if kind == "single_label" else top
+    if how == "vote":
+        if kind == "single_label":
+            return torch.bincount(stacked.argmax(dim=1), minlength=stacked.shape[1]).float() / len(scores)
+        return (stacked >= threshold).float().mean(dim=0)
+    w = torch.tensor(weights, dtype=stacked.dtype)[:, None]
+    return (stacked * w).sum(dim=0) / w.sum()
+
+
+def _decide(kind: str, names: list[str], scores: torch.Tensor, threshold: float) -> dict:
+    probs = scores.tolist()
+    if kind == "regression":
+        return {"label": None, "scores": dict(zip(names, probs))}
+    if kind == "single_label":
         return {"label": names[max(range(len(probs)), key=probs.__getitem__)], "scores": dict(zip(names, probs))}
-    probs = logits.sigmoid().tolist()
     chosen = sorted((n for n, p in zip(names, probs) if p >= threshold), key=lambda n: -probs[names.index(n)])
     return {"label": chosen[0] if chosen else None, "labels": chosen, "scores": dict(zip(names, probs))}
 

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from bertkit.batching import Batch
-from bertkit.options import Options, option
+from bertkit.options import option
 from bertkit.paths import output_file
 from bertkit.tasks.base import Item, Prepared, Task, closed
+from bertkit.windows import LongOptions, aggregation, weights
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,7 +28,7 @@ EMBEDDING_FORMATS = (".npy", ".parquet", ".json")
 
 
 @dataclass(frozen=True)
-class EmbedOptions(Options):
+class EmbedOptions(LongOptions):
     pooling: Optional[Pooling] = option(None, "how a text's token vectors become one vector",
                                         default_help="the model's sentence-transformers setting, else mean")
     normalize: Optional[bool] = option(None, "L2-normalise the vectors",
@@ -40,7 +41,9 @@ class EmbedOptions(Options):
 class EmbedResponse(TypedDict):
     dim: int
     embeddings: list[list[float]]
-    truncated: list[int]
+    truncated: list[int]  # per text, tokens no window held (0: all of it was read)
+    windows: list[int]  # per text, the sequences read (more than 1 only under long="chunk")
+    strategy: str
 
 
 class Embed(Task):
@@ -59,22 +62,51 @@ class Embed(Task):
     example = {"texts": ["A sentence to embed.", "Another one."]}
     Response = EmbedResponse
     output_formats = EMBEDDING_FORMATS
+    aggregations = ("mean", "max", "first")
 
     def max_length(self, model: "Model", options: EmbedOptions) -> int:
         return embed_max_length(model, options.max_length)
 
+    def prepare(self, model: "Model", prepared: Prepared, options: EmbedOptions) -> None:
+        aggregation(options, self.aggregations, self.name)
+        super().prepare(model, prepared, options)
+
     def step(self, model: "Model", batch: Batch, items: list[Item], options: EmbedOptions) -> list[torch.Tensor]:
-        pooling, normalize = settings(model, options)
-        vectors = pool(model.network(batch).float(), batch, pooling)
-        return list((F.normalize(vectors, dim=-1) if normalize else vectors).cpu())
+        pooling, _ = settings(model, options)
+        return list(pool(model.network(batch).float(), batch, pooling).cpu())  # normalised per text, in present
 
     def present(self, model: "Model", prepared: Prepared, results: list, options: EmbedOptions) -> np.ndarray:
-        if not results:
+        vectors = self._per_text(model, prepared, results, options)
+        rows = [v for v in vectors if v is not None]
+        if not rows:
             return np.zeros((0, model.config.hidden_size), dtype=np.float32)
-        return torch.stack(results).numpy()
+        return torch.stack(rows).numpy()
+
+    def _per_text(self, model: "Model", prepared: Prepared, results: list,
+                  options: EmbedOptions) -> list[torch.Tensor | None]:
+        """One vector per input (None for a flagged row): its windows aggregated, then normalised if asked."""
+        how = aggregation(options, self.aggregations, self.name)
+        _, normalize = settings(model, options)
+        out: list[torch.Tensor | None] = []
+        for document, windows in zip(prepared.documents, prepared.per_input(results)):
+            if document is None:
+                out.append(None)
+                continue
+            if len(windows) == 1:
+                vector = windows[0]
+            elif how == "mean":
+                w = torch.tensor(weights(document), dtype=torch.float32)[:, None]
+                vector = (torch.stack(windows) * w).sum(dim=0) / w.sum()
+            elif how == "max":
+                vector = torch.stack(windows).amax(dim=0)
+            else:
+                vector = windows[0]
+            out.append(F.normalize(vector, dim=-1) if normalize else vector)
+        return out
 
     def payload(self, answer: np.ndarray, prepared: Prepared, options: Any) -> dict:
-        return embeddings_payload(answer) | {"truncated": prepared.truncated}
+        return embeddings_payload(answer) | {"truncated": prepared.truncated, "windows": prepared.windows,
+                                             "strategy": prepared.strategy}
 
     def human(self, payload: dict, prepared: Prepared) -> str:
         vectors = np.asarray(payload["embeddings"], dtype=np.float32).reshape(-1, payload["dim"])
@@ -86,10 +118,8 @@ class Embed(Task):
         return "\n".join(lines)
 
     def columns(self, model: "Model", prepared: Prepared, results: list, options: Any) -> dict[str, list]:
-        vectors: list = [None] * len(prepared.texts)
-        for item, v in zip(prepared.items, results):
-            vectors[item.owner] = v.numpy()
-        return {"embedding": vectors, "truncated": prepared.truncated}
+        vectors = [None if v is None else v.numpy() for v in self._per_text(model, prepared, results, options)]
+        return {"embedding": vectors, "truncated": prepared.truncated, "windows": prepared.windows}
 
     def write_output(self, path: str | Path, table: "pd.DataFrame", text_column: str) -> Path:
         dim = next((len(v) for v in table["embedding"] if v is not None), 0)

@@ -11,8 +11,9 @@ import torch
 
 from bertkit.batching import Batch
 from bertkit.errors import BertkitError, OptionError
-from bertkit.options import Options, option
+from bertkit.options import option
 from bertkit.tasks.base import Head, Item, Prepared, Task, closed
+from bertkit.windows import Document, LongOptions, aggregation, best_window
 
 if TYPE_CHECKING:
     from bertkit.model import Model
@@ -22,7 +23,7 @@ FillMaskResult = list[list[dict]]
 
 
 @dataclass(frozen=True)
-class FillMaskOptions(Options):
+class FillMaskOptions(LongOptions):
     top_k: int = option(5, "candidates per mask", ge=1)
     targets: Optional[list[str]] = option(None, "score only these candidate words (multi-piece words allowed)",
                                           split=",", metavar="WORDS")
@@ -44,11 +45,19 @@ class _Target:
 
 
 @dataclass
+class _Mask:
+    """One [MASK] of a text: where it is, and where its scores will be."""
+
+    span: tuple[int, int]  # its characters in the text
+    item: int = -1  # the item scoring it as written (vocabulary, or one-piece targets)
+    row: int = 0  # its row among that item's positions
+
+
+@dataclass
 class _Plan:
     """How present finds each answer: per text, its masks, and which items hold their scores."""
 
-    masks: list[list[int]]  # token positions of each text's masks
-    base: dict[int, int]  # text -> the item scoring its masks as written (vocabulary, or one-piece targets)
+    masks: list[list[_Mask]]
     chains: dict[tuple[int, int, int], list[int]]  # (text, mask, target) -> items whose log-probs add up
     targets: list[_Target] | None
 
@@ -95,21 +104,30 @@ class FillMask(Task):
 
     # -- prepare ----------------------------------------------------------------------------------
     def prepare(self, model: "Model", prepared: Prepared, options: FillMaskOptions) -> None:
-        mask_id = model.tokenizer.mask_id
-        masks = [[j for j, t in enumerate(e.ids) if t == mask_id] for e in prepared.encodings]
-        _check_masks(model, prepared, masks)
+        aggregation(options, (), self.name)  # each mask is read from one window: nothing to aggregate
         targets = parse_targets(model, options.targets) if options.targets is not None else None
-        plan = _Plan(masks, {}, {}, targets)
+        base = targets is None or any(len(t.ids) == 1 for t in targets)
+        plan = _Plan([], {}, targets)
         items: list[Item] = []
-        for i, (enc, m) in enumerate(zip(prepared.encodings, masks)):
-            if targets is None or any(len(t.ids) == 1 for t in targets):
-                plan.base[i] = len(items)
-                items.append(Item(enc.ids, enc.type_ids, i, _Probe(m)))
-            for j, pos in enumerate(m):
+        for i, (text, document) in enumerate(zip(prepared.texts, prepared.documents)):
+            found = _masks_by_window(model, document)
+            _check_masks(model, i, text, document, sum(len(m) for m in found.values()))
+            masks: list[tuple[int, int, _Mask]] = []  # (window, position in it, mask), in text order
+            for w, positions in sorted(found.items()):
+                window = document.windows[w]
+                if base:
+                    for row, pos in enumerate(positions):
+                        masks.append((w, pos, _Mask(window.offsets[pos], len(items), row)))
+                    items.append(Item(window.ids, window.type_ids, i, _Probe(positions)))
+                else:
+                    masks += [(w, pos, _Mask(window.offsets[pos])) for pos in positions]
+            masks.sort(key=lambda m: m[2].span)
+            for j, (w, pos, _) in enumerate(masks):
                 for t, target in enumerate(targets or []):
                     if len(target.ids) > 1:
                         plan.chains[(i, j, t)] = list(range(len(items), len(items) + len(target.ids)))
-                        items += _chain_items(model, enc, i, pos, target)
+                        items += _chain_items(model, document.windows[w], i, pos, target)
+            plan.masks.append([m for _, _, m in masks])
         prepared.items, prepared.state = items, plan
 
     # -- step -------------------------------------------------------------------------------------
@@ -136,16 +154,18 @@ class FillMask(Task):
     def present(self, model: "Model", prepared: Prepared, results: list, options: FillMaskOptions) -> list[FillMaskResult]:
         plan: _Plan = prepared.state
         answers = []
-        for i, (text, enc, m) in enumerate(zip(prepared.texts, prepared.encodings, plan.masks)):
+        for i, (text, masks) in enumerate(zip(prepared.texts, plan.masks)):
             if plan.targets is None:
-                values, ids = results[plan.base[i]]
-                per_mask = [[{"token": model.tokenizer.id_to_token(t), "id": t, "score": s} for s, t in zip(vs, ts)]
-                            for vs, ts in zip(values.tolist(), ids.tolist())]
+                per_mask = []
+                for mask in masks:
+                    values, ids = results[mask.item]
+                    per_mask.append([{"token": model.tokenizer.id_to_token(t), "id": t, "score": s}
+                                     for s, t in zip(values[mask.row].tolist(), ids[mask.row].tolist())])
             else:
                 per_mask = [sorted((_target_row(model, target, _log_prob(plan, results, i, j, t))
                                     for t, target in enumerate(plan.targets)), key=lambda r: -r["score"])
-                            for j in range(len(m))]
-            answers.append(_with_sequences(text, [enc.offsets[p] for p in m], per_mask))
+                            for j in range(len(masks))]
+            answers.append(_with_sequences(text, [mask.span for mask in masks], per_mask))
         return answers
 
     def payload(self, answer: list[FillMaskResult], prepared: Prepared, options: Any) -> list[dict]:
@@ -161,16 +181,32 @@ class FillMask(Task):
         return "\n".join(lines)
 
 
-def _check_masks(model: "Model", prepared: Prepared, masks: list[list[int]]) -> None:
+def _masks_by_window(model: "Model", document: Document) -> dict[int, list[int]]:
+    """Each [MASK]'s position, in the window where it has the most context on both sides, grouped by window."""
+    mask_id = model.tokenizer.mask_id
+    if len(document.windows) == 1:
+        positions = [k for k, t in enumerate(document.windows[0].ids) if t == mask_id]
+        return {0: positions} if positions else {}
+    content = [t for t, special in zip(document.full.ids, document.full.special_tokens_mask) if not special]
+    found: dict[int, list[int]] = {}
+    for j, t in enumerate(content):
+        if t == mask_id:
+            w = best_window(document, j, j)
+            found.setdefault(w, []).append(1 + j - document.starts[w])  # +1: the window's [CLS]
+    return found
+
+
+def _check_masks(model: "Model", i: int, text: str, document: Document, n_masks: int) -> None:
     token, limit = model.tokenizer.mask_token, model.max_length
-    for i, (text, enc, m) in enumerate(zip(prepared.texts, prepared.encodings, masks)):
-        where = f"{FillMask.input_name}[{i}]"
-        if not m and enc.n_truncated and token in text:
-            raise BertkitError(f"{where} is longer than {limit} tokens and its {token} was cut off; shorten it")
-        if not m:
-            raise BertkitError(f"{where} has no {token} token ({_short(text)!r}); put {token} where a word should be predicted")
-        if enc.n_truncated and len(m) < text.count(token):
-            raise BertkitError(f"{where} is longer than {limit} tokens and some of its {token} tokens were cut off; shorten it")
+    where = f"{FillMask.input_name}[{i}]"
+    if not n_masks and document.unseen and token in text:
+        raise BertkitError(f"{where} is longer than {limit} tokens and its {token} was cut off; shorten it, "
+                           "or pass long='chunk' (--long chunk) to read all of it")
+    if not n_masks:
+        raise BertkitError(f"{where} has no {token} token ({_short(text)!r}); put {token} where a word should be predicted")
+    if document.unseen and n_masks < text.count(token):
+        raise BertkitError(f"{where} is longer than {limit} tokens and some of its {token} tokens were cut off; "
+                           "shorten it, or pass long='chunk' (--long chunk) to read all of it")
 
 
 def _short(text: str, n: int = 60) -> str:
@@ -212,7 +248,8 @@ def _log_prob(plan: _Plan, results: list, i: int, j: int, t: int) -> float:
     target = plan.targets[t]
     if len(target.ids) == 1:
         column = [u for u in plan.targets if len(u.ids) == 1].index(target)
-        return float(results[plan.base[i]][j, column])
+        mask = plan.masks[i][j]
+        return float(results[mask.item][mask.row, column])
     return float(sum(results[k][0] for k in plan.chains[(i, j, t)]))
 
 

@@ -65,8 +65,10 @@ def _task_method(task: Task) -> Callable:
         params.append(P(task.pair_name, P.POSITIONAL_OR_KEYWORD, default=None))
     option_specs = specs(task.Options)
     params += [P(s.name, P.POSITIONAL_OR_KEYWORD, default=P.empty if s.required else s.default, annotation=s.annotation)
-               for s in option_specs]
+               for s in option_specs if not s.kw_only]
     params.append(P("batch_tokens", P.POSITIONAL_OR_KEYWORD, default=None, annotation=int | None))
+    params += [P(s.name, P.KEYWORD_ONLY, default=P.empty if s.required else s.default, annotation=s.annotation)
+               for s in option_specs if s.kw_only]
     signature = inspect.Signature(params)
 
     def method(self: Model, *args: Any, **kwargs: Any) -> Any:

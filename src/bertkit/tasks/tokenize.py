@@ -6,16 +6,17 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
-from bertkit.options import Options, option
+from bertkit.options import option
 from bertkit.tasks.base import Prepared, Task, closed
 from bertkit.tokenizer import Encoding
+from bertkit.windows import LongOptions, content_length
 
 if TYPE_CHECKING:
     from bertkit.model import Model
 
 
 @dataclass(frozen=True)
-class TokenizeOptions(Options):
+class TokenizeOptions(LongOptions):
     max_length: Optional[int] = option(None, "truncate to this many tokens, cut tokens reported", ge=1,
                                        default_help="the model's limit")
 
@@ -30,10 +31,15 @@ class TokenizeRow(TypedDict):
     type_ids: list[int]
     special_tokens_mask: list[int]
     n_truncated: int
+    windows: list[list[int]]  # [first, end) token positions of the text each sequence the model reads holds
 
 
 class Tokenize(Task):
-    """Split texts into word pieces; pairs are encoded as [CLS] a [SEP] b [SEP]."""
+    """Split texts into word pieces; pairs are encoded as [CLS] a [SEP] b [SEP].
+
+    Under long="chunk" the answer is the whole text's tokens, and `windows` says which of them each
+    window the model reads holds; otherwise it is the one sequence the model reads.
+    """
 
     name = "tokenize"
     method = "tokenize"
@@ -48,10 +54,17 @@ class Tokenize(Task):
         return min(options.max_length or model.max_length, model.max_length)
 
     def present(self, model: "Model", prepared: Prepared, results: list, options: Any) -> list[Encoding]:
-        return list(prepared.encodings)
+        return [d.full if len(d.windows) > 1 else d.windows[0] for d in prepared.documents]
 
     def payload(self, answer: list[Encoding], prepared: Prepared, options: Any) -> list[dict]:
-        return [{"text": t, **e.to_dict()} for t, e in zip(prepared.texts, answer)]
+        rows = []
+        for text, encoding, document in zip(prepared.texts, answer, prepared.documents):
+            if len(document.windows) > 1:  # content token j sits at position 1 + j of the whole text's tokens
+                spans = [[1 + a, 1 + a + content_length(w)] for a, w in zip(document.starts, document.windows)]
+            else:
+                spans = [[1, 1 + content_length(encoding)]]
+            rows.append({"text": text, **encoding.to_dict(), "windows": spans})
+        return rows
 
     def human(self, payload: list[dict], prepared: Prepared) -> str:
         lines = []
@@ -60,4 +73,6 @@ class Tokenize(Task):
             lines.append(" ".join(str(i) for i in row["ids"]))
             if row["n_truncated"]:
                 lines.append(f"(truncated: {row['n_truncated']} tokens cut)")
+            if len(row["windows"]) > 1:
+                lines.append("windows (token positions): " + "  ".join(f"{a}-{b - 1}" for a, b in row["windows"]))
         return "\n".join(lines)

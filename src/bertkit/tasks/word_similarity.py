@@ -12,9 +12,10 @@ import torch
 
 from bertkit.batching import Batch
 from bertkit.errors import BertkitError, OptionError
-from bertkit.options import REQUIRED, Options, option
+from bertkit.options import REQUIRED, option
 from bertkit.tasks.base import Item, Prepared, Task, closed
 from bertkit.tokenizer import Encoding, Tokenizer
+from bertkit.windows import LongOptions, aggregation, best_window
 
 if TYPE_CHECKING:
     from bertkit.model import Model
@@ -25,7 +26,7 @@ LAYER_NAMES = typing.get_args(LayerName)
 
 
 @dataclass(frozen=True)
-class SimilarityOptions(Options):
+class SimilarityOptions(LongOptions):
     word: Union[str, list[str]] = option(REQUIRED, "the word (or phrase) to compare: once, or once per sentence",
                                          short="-w", shared=False)
     occurrence: Union[int, list[int]] = option(0, "which occurrence when the word repeats (0 = first, -1 = last): "
@@ -173,10 +174,21 @@ class Similarity(Task):
         words = per_sentence(options.word, n, "word")
         occurrences = per_sentence(options.occurrence, n, "occurrence")
         check_layer(options.layer, model.config.num_hidden_layers)
-        found = [locate(model.tokenizer, s, e, w, o, model.max_length)
-                 for s, e, w, o in zip(prepared.texts, prepared.encodings, words, occurrences)]
-        prepared.items = [Item(e.ids, e.type_ids, i, at.tokens) for i, (e, at) in enumerate(zip(prepared.encodings, found))]
-        prepared.state = (words, found)
+        aggregation(options, (), self.name)  # the word is read from one window: nothing to aggregate
+        found, windows = [], []
+        for sentence, document, word, occurrence in zip(prepared.texts, prepared.documents, words, occurrences):
+            if len(document.windows) == 1:
+                found.append(locate(model.tokenizer, sentence, document.windows[0], word, occurrence, model.max_length))
+                windows.append(document.windows[0])
+                continue
+            # Chunked: find the word in the whole text, then read it where it has the most context on both sides.
+            at = locate(model.tokenizer, sentence, document.full, word, occurrence, model.max_length)
+            w = best_window(document, at.tokens[0] - 1, at.tokens[-1] - 1)  # -1: the [CLS] before the content
+            shift = document.starts[w]  # content token j is at 1 + j in the full encoding and 1 + j - start in the window
+            found.append(Located(at.occurrence, at.spans, [k - shift for k in at.tokens]))
+            windows.append(document.windows[w])
+        prepared.items = [Item(e.ids, e.type_ids, i, at.tokens) for i, (e, at) in enumerate(zip(windows, found))]
+        prepared.state = (words, found, windows)
 
     def step(self, model: "Model", batch: Batch, items: list[Item], options: SimilarityOptions) -> list[torch.Tensor]:
         states = layer_states(model, batch, options.layer)
@@ -188,12 +200,12 @@ class Similarity(Task):
         return out
 
     def present(self, model: "Model", prepared: Prepared, results: list, options: SimilarityOptions):
-        words, found = prepared.state
+        words, found, windows = prepared.state
         table = model.network.encoder.embeddings.word.weight
         vectors = [WordVector(s, w, v.numpy(), at.occurrence, at.spans, [e.tokens[k] for k in at.tokens], at.tokens,
                               options.layer, options.pooling,
                               table[[e.ids[k] for k in at.tokens]].detach().float().mean(dim=0).cpu().numpy())
-                   for s, w, e, v, at in zip(prepared.texts, words, prepared.encodings, results, found)]
+                   for s, w, e, v, at in zip(prepared.texts, words, windows, results, found)]
         if options.matrix:
             return SimilarityMatrix.of(vectors)
         return WordSimilarity(cosine(vectors[0].vector, vectors[1].vector), vectors[0], vectors[1])

@@ -1,0 +1,202 @@
+"""Long documents: how a text longer than the model's window becomes the sequences the model reads.
+
+Three strategies, one option on every text task (`long`):
+
+* `truncate` (the default): keep the first tokens (`side="right"` cuts the end) or the last ones
+  (`side="left"`), as a tokenizer's truncation does;
+* `head+tail`: keep the first `head` tokens and fill the rest of the window from the end — the split
+  Sun et al. (2019, "How to Fine-Tune BERT for Text Classification?") found best on IMDb was 128 + 382;
+* `chunk`: read the whole text in overlapping windows of the model's length. `stride` is the
+  *overlap*, the tokens a window shares with the one before it (not the step between windows, as
+  some libraries use the word). Windows are cut at word boundaries where possible and each is
+  framed with [CLS] ... [SEP]; the task then aggregates the windows' results per document.
+
+A text that fits the window gives exactly the same sequence under every strategy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from bertkit.errors import OptionError
+from bertkit.options import Options, option
+from bertkit.tokenizer import Encoding
+
+Strategy = Literal["truncate", "head+tail", "chunk"]
+Aggregation = Literal["mean", "max", "first", "vote"]
+
+
+@dataclass(frozen=True)
+class LongOptions(Options):
+    """The long-document options every text task has (keyword-only, after the task's own)."""
+
+    long: Strategy = option("truncate", "what to do with a text longer than the model's window: cut it (truncate), "
+                                        "keep its start and end (head+tail), or read all of it in overlapping "
+                                        "windows (chunk)", shared=False, kw_only=True)
+    side: Literal["right", "left"] = option("right", "truncate: cut the end of the text (right) or its start (left)",
+                                            shared=False, kw_only=True)
+    head: int = option(128, "head+tail: tokens kept from the start; the rest of the window is the text's end",
+                       ge=0, shared=False, kw_only=True)
+    stride: Optional[int] = option(None, "chunk: the overlap, in tokens, between a window and the one before it "
+                                         "(not the step between windows)", ge=0, shared=False, kw_only=True,
+                                   default_help="a quarter of the window")
+    aggregate: Optional[Aggregation] = option(None, "chunk: how the windows' results become one answer per text: "
+                                                    "mean (token-weighted), max, first, or vote (classification)",
+                                              shared=False, kw_only=True, default_help="mean")
+    max_windows: Optional[int] = option(None, "chunk: refuse a text that needs more windows than this",
+                                        ge=1, shared=False, kw_only=True, default_help="no limit")
+
+
+@dataclass
+class Document:
+    """One input after tokenizing: the windows the model reads and how much of the text they leave out."""
+
+    windows: list[Encoding]  # each framed with [CLS] ... [SEP], within the model's limit
+    starts: list[int]  # where each window's first content token sits among the document's content tokens
+    unseen: int  # content tokens no window holds (always 0 for chunk)
+    full: Encoding | None = None  # the whole tokenization, when windows were cut from it
+
+    @property
+    def tokens(self) -> int:
+        """Content tokens the windows hold, counting overlaps once per window (the weight of a document)."""
+        return sum(content_length(w) for w in self.windows)
+
+
+def content_length(encoding: Encoding) -> int:
+    return sum(1 for special in encoding.special_tokens_mask if not special)
+
+
+# -- planning windows over a token sequence -------------------------------------------------------------
+def chunk_ranges(word_ids: list, budget: int, stride: int) -> list[tuple[int, int]]:
+    """Ranges [a, b) over n content tokens: each at most `budget` long, every token covered, consecutive
+    ranges sharing at least `stride` tokens, cut between words where a word boundary lies in the last
+    half of the window (so a word is not split unless it is longer than half a window)."""
+    n = len(word_ids)
+    if budget < 1:
+        raise OptionError("long", "chunk needs room for at least one text token per window")
+    if stride >= budget:
+        raise OptionError("stride", f"must be less than the window's {budget} text tokens (it is the overlap)")
+    ranges: list[tuple[int, int]] = []
+    start = 0
+    while True:
+        end = min(start + budget, n)
+        if end < n:
+            cut = end
+            while cut > start + budget // 2 and _same_word(word_ids, cut):
+                cut -= 1
+            if not _same_word(word_ids, cut):
+                end = cut
+        ranges.append((start, end))
+        if end >= n:
+            return ranges
+        nxt = max(end - stride, start + 1)
+        while nxt > start + 1 and _same_word(word_ids, nxt):  # start on a word's first piece (a little more overlap)
+            nxt -= 1
+        start = nxt
+
+
+def _same_word(word_ids: list, i: int) -> bool:
+    """Whether token i continues the word of token i - 1 (so cutting before i would split a word)."""
+    return 0 < i < len(word_ids) and word_ids[i] is not None and word_ids[i] == word_ids[i - 1]
+
+
+def head_tail_ranges(n: int, budget: int, head: int) -> list[tuple[int, int]]:
+    """The kept content ranges: the first `head` tokens and the last `budget - head`."""
+    if n <= budget:
+        return [(0, n)]
+    head = min(head, budget)
+    tail = budget - head
+    return ([(0, head)] if head else []) + ([(n - tail, n)] if tail else [])
+
+
+# -- framing ranges as encodings ------------------------------------------------------------------------
+def frame(full: Encoding, ranges: list[tuple[int, int]], cls_id: int, sep_id: int, cls: str, sep: str) -> Encoding:
+    """One sequence [CLS] content[ranges...] [SEP] (+ the full encoding's second segment, kept whole).
+
+    `full` is an encoding with special tokens; content coordinates count its first segment's
+    non-special tokens from 0.
+    """
+    first = [k for k, (special, seg) in enumerate(zip(full.special_tokens_mask, _segments(full)))
+             if not special and seg == 0]
+    second = [k for k, (special, seg) in enumerate(zip(full.special_tokens_mask, _segments(full)))
+              if not special and seg == 1]
+    picked = [first[i] for a, b in ranges for i in range(a, b)]
+
+    def take(attr: str, ks: list[int]) -> list:
+        values = getattr(full, attr)
+        return [values[k] for k in ks]
+
+    ids = [cls_id] + take("ids", picked) + [sep_id]
+    tokens = [cls] + take("tokens", picked) + [sep]
+    offsets = [(0, 0)] + take("offsets", picked) + [(0, 0)]
+    word_ids = [None] + take("word_ids", picked) + [None]
+    type_ids = [0] * len(ids)
+    sequence_ids = [None] + [0] * len(picked) + [None]
+    if full.sequence_ids and any(s == 1 for s in full.sequence_ids):
+        ids += take("ids", second) + [sep_id]
+        tokens += take("tokens", second) + [sep]
+        offsets += take("offsets", second) + [(0, 0)]
+        word_ids += take("word_ids", second) + [None]
+        type_ids += [1] * (len(second) + 1)
+        sequence_ids += [1] * len(second) + [None]
+    special = [0 if s is not None else 1 for s in sequence_ids]
+    return Encoding(ids=ids, tokens=tokens, offsets=offsets, word_ids=word_ids, type_ids=type_ids,
+                    special_tokens_mask=special, sequence_ids=sequence_ids, n_truncated=0)
+
+
+def _segments(encoding: Encoding) -> list:
+    return encoding.sequence_ids if encoding.sequence_ids else [0] * len(encoding.ids)
+
+
+def split_document(full: Encoding, limit: int, options: LongOptions, cls_id: int, sep_id: int, cls: str,
+                   sep: str) -> Document:
+    """The windows of one fully tokenized text under `options` (head+tail or chunk; truncate is the tokenizer's)."""
+    segments = _segments(full)
+    content = [k for k, (special, seg) in enumerate(zip(full.special_tokens_mask, segments)) if not special and seg == 0]
+    pair = sum(1 for special, seg in zip(full.special_tokens_mask, segments) if not special and seg == 1)
+    framing = 2 + (pair + 1 if pair else 0)
+    n, budget = len(content), limit - framing
+    if n <= budget:  # it fits: the one sequence every strategy gives
+        return Document([full], [0], 0, full)
+    if budget < 1:
+        raise OptionError("long", f"leaves no room for the text: the pair takes {pair} of the {limit} tokens")
+    if options.long in ("truncate", "head+tail"):  # truncate here cuts the start (the end is the tokenizer's own cut)
+        ranges = head_tail_ranges(n, budget, options.head if options.long == "head+tail" else 0)
+        window = frame(full, ranges, cls_id, sep_id, cls, sep)
+        window.n_truncated = n - budget
+        return Document([window], [ranges[0][0] if options.long == "truncate" else 0], n - budget, full)
+    stride = options.stride if options.stride is not None else budget // 4
+    word_ids = [full.word_ids[k] for k in content]
+    ranges = chunk_ranges(word_ids, budget, stride)
+    if options.max_windows is not None and len(ranges) > options.max_windows:
+        raise OptionError("max_windows", f"is {options.max_windows}, but a text needs {len(ranges)} windows of "
+                                         f"{limit} tokens; shorten it, raise {{name}}, or use another long strategy")
+    windows = [frame(full, [r], cls_id, sep_id, cls, sep) for r in ranges]
+    return Document(windows, [a for a, _ in ranges], 0, full)
+
+
+def best_window(document: Document, first: int, last: int) -> int:
+    """The window holding content tokens first..last with the most context on both sides (BERT authors' advice)."""
+    best, score = -1, -1
+    for w, (window, start) in enumerate(zip(document.windows, document.starts)):
+        end = start + content_length(window)
+        if start <= first and last < end:
+            context = min(first - start, end - 1 - last)
+            if context > score:
+                best, score = w, context
+    return best
+
+
+def aggregation(options: LongOptions, allowed: tuple[str, ...], task: str) -> str:
+    """The aggregation a task uses for chunked texts: the one asked for (if the task has it), else mean."""
+    if options.aggregate is None:
+        return "mean"
+    if options.aggregate not in allowed:
+        shown = ", ".join(allowed) if allowed else "none (it reads each item from the window with the most context)"
+        raise OptionError("aggregate", f"cannot be {options.aggregate!r} for {task}; it takes {shown}")
+    return options.aggregate
+
+
+def weights(document: Document) -> list[int]:
+    """Each window's weight in a token-weighted mean: the text tokens it holds."""
+    return [content_length(w) for w in document.windows]
