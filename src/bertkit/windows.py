@@ -26,25 +26,70 @@ Strategy = Literal["truncate", "head+tail", "chunk"]
 Aggregation = Literal["mean", "max", "first", "vote"]
 
 
+# What a strategy option means when neither the caller nor the model's training run says otherwise.
+DEFAULTS = {"long": "truncate", "side": "right", "head": 128, "aggregate": "mean"}
+SAVED = "long_document"  # the key under which a trained model's config.json keeps its training strategy
+
+
+def _default(name: str) -> str:
+    return f"the model's training setting, else {DEFAULTS[name]}"
+
+
 @dataclass(frozen=True)
 class LongOptions(Options):
     """The long-document options every text task has (keyword-only, after the task's own)."""
 
-    long: Strategy = option("truncate", "what to do with a text longer than the model's window: cut it (truncate), "
-                                        "keep its start and end (head+tail), or read all of it in overlapping "
-                                        "windows (chunk)", shared=False, kw_only=True)
-    side: Literal["right", "left"] = option("right", "truncate: cut the end of the text (right) or its start (left)",
-                                            shared=False, kw_only=True)
-    head: int = option(128, "head+tail: tokens kept from the start; the rest of the window is the text's end",
-                       ge=0, shared=False, kw_only=True)
+    long: Optional[Strategy] = option(None, "what to do with a text longer than the model's window: cut it "
+                                            "(truncate), keep its start and end (head+tail), or read all of it in "
+                                            "overlapping windows (chunk)", shared=False, kw_only=True,
+                                      default_help=_default("long"))
+    side: Optional[Literal["right", "left"]] = option(None, "truncate: cut the end of the text (right) or its start "
+                                                            "(left)", shared=False, kw_only=True,
+                                                      default_help=_default("side"))
+    head: Optional[int] = option(None, "head+tail: tokens kept from the start; the rest of the window is the "
+                                       "text's end", ge=0, shared=False, kw_only=True, default_help=_default("head"))
     stride: Optional[int] = option(None, "chunk: the overlap, in tokens, between a window and the one before it "
                                          "(not the step between windows)", ge=0, shared=False, kw_only=True,
-                                   default_help="a quarter of the window")
+                                   default_help="the model's training setting, else a quarter of the window")
     aggregate: Optional[Aggregation] = option(None, "chunk: how the windows' results become one answer per text: "
                                                     "mean (token-weighted), max, first, or vote (classification)",
-                                              shared=False, kw_only=True, default_help="mean")
+                                              shared=False, kw_only=True, default_help=_default("aggregate"))
     max_windows: Optional[int] = option(None, "chunk: refuse a text that needs more windows than this",
                                         ge=1, shared=False, kw_only=True, default_help="no limit")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The long-document settings in force for one call: the caller's, else the model's training run's, else defaults."""
+
+    long: str = DEFAULTS["long"]
+    side: str = DEFAULTS["side"]
+    head: int = DEFAULTS["head"]
+    stride: int | None = None
+    aggregate: str = DEFAULTS["aggregate"]
+    max_windows: int | None = None
+
+    @classmethod
+    def of(cls, options: object, saved: dict | None, aggregations: tuple[str, ...], task: str) -> "Plan":
+        """Resolve `options` (any object; tasks without long options get the defaults) against a model's saved plan.
+
+        An aggregation the task does not have is an error when the caller asked for it, and falls
+        back to mean when it came from the model (a classifier trained with vote, used for embed).
+        """
+        saved = saved or {}
+        given = {name: getattr(options, name, None) for name in ("long", "side", "head", "stride", "aggregate",
+                                                                  "max_windows")}
+        if given["aggregate"] is not None and given["aggregate"] not in aggregations:
+            shown = ", ".join(aggregations) if aggregations else "none (it reads each item from the window with the most context)"
+            raise OptionError("aggregate", f"cannot be {given['aggregate']!r} for {task}; it takes {shown}")
+        values = {k: v if v is not None else saved.get(k) for k, v in given.items()}
+        if values["aggregate"] not in aggregations:
+            values["aggregate"] = None
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    def saved(self) -> dict:
+        """What a training run records in the model's config (and `Plan.of` reads back as the model's default)."""
+        return {"long": self.long, "side": self.side, "head": self.head, "stride": self.stride, "aggregate": self.aggregate}
 
 
 @dataclass
@@ -148,7 +193,7 @@ def _segments(encoding: Encoding) -> list:
     return encoding.sequence_ids if encoding.sequence_ids else [0] * len(encoding.ids)
 
 
-def split_document(full: Encoding, limit: int, options: LongOptions, cls_id: int, sep_id: int, cls: str,
+def split_document(full: Encoding, limit: int, options: Plan, cls_id: int, sep_id: int, cls: str,
                    sep: str) -> Document:
     """The windows of one fully tokenized text under `options` (head+tail or chunk; truncate is the tokenizer's)."""
     segments = _segments(full)
@@ -185,16 +230,6 @@ def best_window(document: Document, first: int, last: int) -> int:
             if context > score:
                 best, score = w, context
     return best
-
-
-def aggregation(options: LongOptions, allowed: tuple[str, ...], task: str) -> str:
-    """The aggregation a task uses for chunked texts: the one asked for (if the task has it), else mean."""
-    if options.aggregate is None:
-        return "mean"
-    if options.aggregate not in allowed:
-        shown = ", ".join(allowed) if allowed else "none (it reads each item from the window with the most context)"
-        raise OptionError("aggregate", f"cannot be {options.aggregate!r} for {task}; it takes {shown}")
-    return options.aggregate
 
 
 def weights(document: Document) -> list[int]:

@@ -22,7 +22,7 @@ from bertkit.errors import BertkitError
 from bertkit.inputs import as_text_list, check_pairs, no_tokens_problem, row_problem, warn_truncated
 from bertkit.options import specs
 from bertkit.tokenizer import Encoding
-from bertkit.windows import Document, split_document
+from bertkit.windows import SAVED, Document, Plan, split_document
 
 if TYPE_CHECKING:
     from bertkit.batching import Batch
@@ -68,9 +68,13 @@ class Prepared:
     pairs: list | None
     documents: list[Document | None]  # per input; None where the row has a problem
     problems: list[str | None]  # per input: why it was not run (flagged rows only)
+    plan: Plan = field(default_factory=Plan)  # the long-document settings in force
     items: list[Item] = field(default_factory=list)
     state: Any = None
-    strategy: str = "truncate"
+
+    @property
+    def strategy(self) -> str:
+        return self.plan.long
 
     @property
     def encodings(self) -> list[Encoding | None]:
@@ -115,6 +119,7 @@ class Task:
     min_inputs: ClassVar[int] = 1  # the server's lower bound on the number of texts
     uses_network: ClassVar[bool] = True
     flags_rows: ClassVar[bool] = False  # API answers carry a per-row `error` rather than raising for bad rows
+    aggregations: ClassVar[tuple[str, ...]] = ()  # how chunked texts' windows may be combined (none: one window is read)
     table: ClassVar[bool] = False  # rows in, rows out: table files (--input/--output) and corpus mode
     example: ClassVar[dict] = {}  # a ready-to-send request body for /docs
     Response: ClassVar[Any] = None  # the JSON payload's type, for the server's published schema
@@ -217,8 +222,9 @@ def prepare(task: Task, model: "Model", texts: Any, pairs: Any, options: Any, fl
             as_text_list(pairs, task.pair_name or "pairs")
         problems = [None] * len(texts)
     valid = [i for i, p in enumerate(problems) if p is None]
+    plan = Plan.of(options, model.config.extra.get(SAVED), task.aggregations, task.name)
     found = documents(model, [texts[i] for i in valid], [pairs[i] for i in valid] if pairs is not None else None,
-                      task.max_length(model, options), options)
+                      task.max_length(model, options), plan)
     docs: list[Document | None] = [None] * len(texts)
     for i, doc in zip(valid, found):
         problem = no_tokens_problem(doc.windows[0]) if flag else None
@@ -226,19 +232,18 @@ def prepare(task: Task, model: "Model", texts: Any, pairs: Any, options: Any, fl
             problems[i] = problem
         else:
             docs[i] = doc
-    prepared = Prepared(texts, pairs, docs, problems, strategy=getattr(options, "long", "truncate"))
+    prepared = Prepared(texts, pairs, docs, problems, plan)
     task.prepare(model, prepared, options)
     return prepared
 
 
-def documents(model: "Model", texts: list[str], pairs: list[str] | None, limit: int, options: Any) -> list[Document]:
-    """Tokenize once and cut each text into the sequences its long strategy asks for (bertkit.windows)."""
-    long, side = getattr(options, "long", "truncate"), getattr(options, "side", "right")
-    if long == "truncate" and side == "right":  # the tokenizer's own truncation: exactly what every release did
+def documents(model: "Model", texts: list[str], pairs: list[str] | None, limit: int, plan: Plan) -> list[Document]:
+    """Tokenize once and cut each text into the sequences its long-document plan asks for (bertkit.windows)."""
+    if plan.long == "truncate" and plan.side == "right":  # the tokenizer's own truncation: what every release did
         return [Document([e], [0], e.n_truncated) for e in model.tokenizer.encode_batch(texts, pairs, max_length=limit)]
     tok = model.tokenizer
     specials = tok.special_tokens
-    return [split_document(full, limit, options, tok.cls_id, tok.sep_id, specials["cls_token"], specials["sep_token"])
+    return [split_document(full, limit, plan, tok.cls_id, tok.sep_id, specials["cls_token"], specials["sep_token"])
             for full in tok.encode_batch(texts, pairs)]
 
 

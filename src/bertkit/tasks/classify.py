@@ -13,7 +13,7 @@ from bertkit.batching import Batch
 from bertkit.errors import BertkitError
 from bertkit.options import option
 from bertkit.tasks.base import Head, Item, Prepared, Task, closed
-from bertkit.windows import LongOptions, aggregation, weights
+from bertkit.windows import LongOptions, weights
 
 if TYPE_CHECKING:
     from bertkit.model import Model
@@ -63,7 +63,7 @@ class Predict(Task):
     aggregations = ("mean", "max", "first", "vote")
 
     def prepare(self, model: "Model", prepared: Prepared, options: PredictOptions) -> None:
-        how = aggregation(options, self.aggregations, self.name)
+        how = prepared.plan.aggregate
         if how == "vote" and problem_type(model) == "regression":
             raise BertkitError("aggregate='vote' needs a classifier; a regression model's windows are averaged (mean)")
         super().prepare(model, prepared, options)
@@ -73,7 +73,7 @@ class Predict(Task):
 
     def present(self, model: "Model", prepared: Prepared, results: list, options: PredictOptions) -> list[dict]:
         kind, names = problem_type(model), model.labels
-        how = aggregation(options, self.aggregations, self.name)
+        how = prepared.plan.aggregate
         rows: list[dict] = []
         for document, windows, problem in zip(prepared.documents, prepared.per_input(results), prepared.problems):
             if document is None:

@@ -16,7 +16,7 @@ from bertkit.batching import Batch
 from bertkit.options import option
 from bertkit.paths import output_file
 from bertkit.tasks.base import Item, Prepared, Task, closed
-from bertkit.windows import LongOptions, aggregation, weights
+from bertkit.windows import LongOptions, weights
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,10 +67,6 @@ class Embed(Task):
     def max_length(self, model: "Model", options: EmbedOptions) -> int:
         return embed_max_length(model, options.max_length)
 
-    def prepare(self, model: "Model", prepared: Prepared, options: EmbedOptions) -> None:
-        aggregation(options, self.aggregations, self.name)
-        super().prepare(model, prepared, options)
-
     def step(self, model: "Model", batch: Batch, items: list[Item], options: EmbedOptions) -> list[torch.Tensor]:
         pooling, _ = settings(model, options)
         return list(pool(model.network(batch).float(), batch, pooling).cpu())  # normalised per text, in present
@@ -85,7 +81,7 @@ class Embed(Task):
     def _per_text(self, model: "Model", prepared: Prepared, results: list,
                   options: EmbedOptions) -> list[torch.Tensor | None]:
         """One vector per input (None for a flagged row): its windows aggregated, then normalised if asked."""
-        how = aggregation(options, self.aggregations, self.name)
+        how = prepared.plan.aggregate
         _, normalize = settings(model, options)
         out: list[torch.Tensor | None] = []
         for document, windows in zip(prepared.documents, prepared.per_input(results)):

@@ -13,7 +13,7 @@ from bertkit.batching import Batch
 from bertkit.errors import BertkitError, OptionError
 from bertkit.options import option
 from bertkit.tasks.base import Head, Item, Prepared, Task, closed
-from bertkit.windows import Document, LongOptions, aggregation, best_window
+from bertkit.windows import Document, LongOptions, best_window
 
 if TYPE_CHECKING:
     from bertkit.model import Model
@@ -104,7 +104,6 @@ class FillMask(Task):
 
     # -- prepare ----------------------------------------------------------------------------------
     def prepare(self, model: "Model", prepared: Prepared, options: FillMaskOptions) -> None:
-        aggregation(options, (), self.name)  # each mask is read from one window: nothing to aggregate
         targets = parse_targets(model, options.targets) if options.targets is not None else None
         base = targets is None or any(len(t.ids) == 1 for t in targets)
         plan = _Plan([], {}, targets)

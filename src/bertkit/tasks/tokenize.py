@@ -1,6 +1,7 @@
 """Tokenize: word pieces, ids, character offsets and word ids per text, as the model will read them (no network run)."""
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -9,7 +10,7 @@ from typing_extensions import TypedDict  # pydantic reads typing's only from Pyt
 from bertkit.options import option
 from bertkit.tasks.base import Prepared, Task, closed
 from bertkit.tokenizer import Encoding
-from bertkit.windows import LongOptions, content_length
+from bertkit.windows import Aggregation, LongOptions, content_length
 
 if TYPE_CHECKING:
     from bertkit.model import Model
@@ -47,6 +48,7 @@ class Tokenize(Task):
     Options = TokenizeOptions
     pair_name = "pairs"
     uses_network = False
+    aggregations = typing.get_args(Aggregation)  # it only shows the windows: any aggregation a later call uses is fine
     example = {"texts": ["Hello, BERT!"]}
     Response = list[TokenizeRow]
 

@@ -15,7 +15,7 @@ from bertkit.errors import BertkitError, OptionError
 from bertkit.options import REQUIRED, option
 from bertkit.tasks.base import Item, Prepared, Task, closed
 from bertkit.tokenizer import Encoding, Tokenizer
-from bertkit.windows import LongOptions, aggregation, best_window
+from bertkit.windows import LongOptions, best_window
 
 if TYPE_CHECKING:
     from bertkit.model import Model
@@ -174,7 +174,6 @@ class Similarity(Task):
         words = per_sentence(options.word, n, "word")
         occurrences = per_sentence(options.occurrence, n, "occurrence")
         check_layer(options.layer, model.config.num_hidden_layers)
-        aggregation(options, (), self.name)  # the word is read from one window: nothing to aggregate
         found, windows = [], []
         for sentence, document, word, occurrence in zip(prepared.texts, prepared.documents, words, occurrences):
             if len(document.windows) == 1:
