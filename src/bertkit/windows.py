@@ -27,7 +27,7 @@ Aggregation = Literal["mean", "max", "first", "vote"]
 
 
 # What a strategy option means when neither the caller nor the model's training run says otherwise.
-DEFAULTS = {"long": "truncate", "side": "right", "head": 128, "aggregate": "mean"}
+DEFAULTS = {"long": "truncate", "side": "right", "head": 128}
 SAVED = "long_document"  # the key under which a trained model's config.json keeps its training strategy
 
 
@@ -53,7 +53,9 @@ class LongOptions(Options):
                                    default_help="the model's training setting, else a quarter of the window")
     aggregate: Optional[Aggregation] = option(None, "chunk: how the windows' results become one answer per text: "
                                                     "mean (token-weighted), max, first, or vote (classification)",
-                                              shared=False, kw_only=True, default_help=_default("aggregate"))
+                                              shared=False, kw_only=True,
+                                              default_help="the model's training setting, else the task's first: "
+                                                           "mean (rerank: max)")
     max_windows: Optional[int] = option(None, "chunk: refuse a text that needs more windows than this",
                                         ge=1, shared=False, kw_only=True, default_help="no limit")
 
@@ -66,7 +68,7 @@ class Plan:
     side: str = DEFAULTS["side"]
     head: int = DEFAULTS["head"]
     stride: int | None = None
-    aggregate: str = DEFAULTS["aggregate"]
+    aggregate: str = "mean"  # Plan.of puts the task's own default here
     max_windows: int | None = None
 
     @classmethod
@@ -74,7 +76,8 @@ class Plan:
         """Resolve `options` (any object; tasks without long options get the defaults) against a model's saved plan.
 
         An aggregation the task does not have is an error when the caller asked for it, and falls
-        back to mean when it came from the model (a classifier trained with vote, used for embed).
+        back to the task's default (its first) when it came from the model (a classifier trained
+        with vote, used for embed).
         """
         saved = saved or {}
         given = {name: getattr(options, name, None) for name in ("long", "side", "head", "stride", "aggregate",
@@ -84,7 +87,7 @@ class Plan:
             raise OptionError("aggregate", f"cannot be {given['aggregate']!r} for {task}; it takes {shown}")
         values = {k: v if v is not None else saved.get(k) for k, v in given.items()}
         if values["aggregate"] not in aggregations:
-            values["aggregate"] = None
+            values["aggregate"] = aggregations[0] if aggregations else None
         return cls(**{k: v for k, v in values.items() if v is not None})
 
     def saved(self) -> dict:
@@ -155,35 +158,25 @@ def head_tail_ranges(n: int, budget: int, head: int) -> list[tuple[int, int]]:
 
 
 # -- framing ranges as encodings ------------------------------------------------------------------------
-def frame(full: Encoding, ranges: list[tuple[int, int]], cls_id: int, sep_id: int, cls: str, sep: str) -> Encoding:
-    """One sequence [CLS] content[ranges...] [SEP] (+ the full encoding's second segment, kept whole).
+def frame(full: Encoding, ranges: list[tuple[int, int]], cls_id: int, sep_id: int, cls: str, sep: str,
+          segment: int = 0) -> Encoding:
+    """One sequence [CLS] a [SEP] (b [SEP]) whose `segment` keeps only content[ranges...]; the other segment stays whole.
 
-    `full` is an encoding with special tokens; content coordinates count its first segment's
+    `full` is an encoding with special tokens; content coordinates count the windowed segment's
     non-special tokens from 0.
     """
-    first = [k for k, (special, seg) in enumerate(zip(full.special_tokens_mask, _segments(full)))
-             if not special and seg == 0]
-    second = [k for k, (special, seg) in enumerate(zip(full.special_tokens_mask, _segments(full)))
-              if not special and seg == 1]
-    picked = [first[i] for a, b in ranges for i in range(a, b)]
-
-    def take(attr: str, ks: list[int]) -> list:
-        values = getattr(full, attr)
-        return [values[k] for k in ks]
-
-    ids = [cls_id] + take("ids", picked) + [sep_id]
-    tokens = [cls] + take("tokens", picked) + [sep]
-    offsets = [(0, 0)] + take("offsets", picked) + [(0, 0)]
-    word_ids = [None] + take("word_ids", picked) + [None]
-    type_ids = [0] * len(ids)
-    sequence_ids = [None] + [0] * len(picked) + [None]
-    if full.sequence_ids and any(s == 1 for s in full.sequence_ids):
-        ids += take("ids", second) + [sep_id]
-        tokens += take("tokens", second) + [sep]
-        offsets += take("offsets", second) + [(0, 0)]
-        word_ids += take("word_ids", second) + [None]
-        type_ids += [1] * (len(second) + 1)
-        sequence_ids += [1] * len(second) + [None]
+    parts = [[k for k, (special, seg) in enumerate(zip(full.special_tokens_mask, _segments(full)))
+              if not special and seg == s] for s in (0, 1)]
+    parts[segment] = [parts[segment][i] for a, b in ranges for i in range(a, b)]
+    paired = bool(full.sequence_ids) and any(s == 1 for s in full.sequence_ids)
+    ids, tokens, offsets, word_ids, type_ids, sequence_ids = [cls_id], [cls], [(0, 0)], [None], [0], [None]
+    for s, picked in enumerate(parts[:2 if paired else 1]):
+        ids += [full.ids[k] for k in picked] + [sep_id]
+        tokens += [full.tokens[k] for k in picked] + [sep]
+        offsets += [full.offsets[k] for k in picked] + [(0, 0)]
+        word_ids += [full.word_ids[k] for k in picked] + [None]
+        type_ids += [s] * (len(picked) + 1)
+        sequence_ids += [s] * len(picked) + [None]
     special = [0 if s is not None else 1 for s in sequence_ids]
     return Encoding(ids=ids, tokens=tokens, offsets=offsets, word_ids=word_ids, type_ids=type_ids,
                     special_tokens_mask=special, sequence_ids=sequence_ids, n_truncated=0)
@@ -194,20 +187,22 @@ def _segments(encoding: Encoding) -> list:
 
 
 def split_document(full: Encoding, limit: int, options: Plan, cls_id: int, sep_id: int, cls: str,
-                   sep: str) -> Document:
-    """The windows of one fully tokenized text under `options` (head+tail or chunk; truncate is the tokenizer's)."""
+                   sep: str, segment: int = 0) -> Document:
+    """The windows of one fully tokenized text (or pair, windowing `segment` and keeping the other whole)."""
     segments = _segments(full)
-    content = [k for k, (special, seg) in enumerate(zip(full.special_tokens_mask, segments)) if not special and seg == 0]
-    pair = sum(1 for special, seg in zip(full.special_tokens_mask, segments) if not special and seg == 1)
+    content = [k for k, (special, seg) in enumerate(zip(full.special_tokens_mask, segments))
+               if not special and seg == segment]
+    pair = sum(1 for special, seg in zip(full.special_tokens_mask, segments) if not special and seg == 1 - segment)
     framing = 2 + (pair + 1 if pair else 0)
     n, budget = len(content), limit - framing
     if n <= budget:  # it fits: the one sequence every strategy gives
         return Document([full], [0], 0, full)
     if budget < 1:
-        raise OptionError("long", f"leaves no room for the text: the pair takes {pair} of the {limit} tokens")
+        raise OptionError("long", f"leaves no room for the text: the other text of the pair takes {pair} of the "
+                                  f"{limit} tokens")
     if options.long in ("truncate", "head+tail"):  # truncate here cuts the start (the end is the tokenizer's own cut)
         ranges = head_tail_ranges(n, budget, options.head if options.long == "head+tail" else 0)
-        window = frame(full, ranges, cls_id, sep_id, cls, sep)
+        window = frame(full, ranges, cls_id, sep_id, cls, sep, segment)
         window.n_truncated = n - budget
         return Document([window], [ranges[0][0] if options.long == "truncate" else 0], n - budget, full)
     stride = options.stride if options.stride is not None else budget // 4
@@ -216,7 +211,7 @@ def split_document(full: Encoding, limit: int, options: Plan, cls_id: int, sep_i
     if options.max_windows is not None and len(ranges) > options.max_windows:
         raise OptionError("max_windows", f"is {options.max_windows}, but a text needs {len(ranges)} windows of "
                                          f"{limit} tokens; shorten it, raise {{name}}, or use another long strategy")
-    windows = [frame(full, [r], cls_id, sep_id, cls, sep) for r in ranges]
+    windows = [frame(full, [r], cls_id, sep_id, cls, sep, segment) for r in ranges]
     return Document(windows, [a for a, _ in ranges], 0, full)
 
 

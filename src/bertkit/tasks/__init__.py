@@ -4,10 +4,11 @@ from bertkit.tasks.classify import Predict
 from bertkit.tasks.embeddings import Embed
 from bertkit.tasks.fill_mask import FillMask
 from bertkit.tasks.registry import get, register, tasks, unregister
+from bertkit.tasks.rerank import Rerank
 from bertkit.tasks.tokenize import Tokenize
 from bertkit.tasks.word_similarity import Similarity, SimilarityMatrix, WordSimilarity, WordVector
 
-for _task in (Tokenize, FillMask, Embed, Similarity, Predict):
+for _task in (Tokenize, FillMask, Embed, Similarity, Predict, Rerank):
     register(_task)
 
 __all__ = [

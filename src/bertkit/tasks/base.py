@@ -119,12 +119,18 @@ class Task:
     min_inputs: ClassVar[int] = 1  # the server's lower bound on the number of texts
     uses_network: ClassVar[bool] = True
     flags_rows: ClassVar[bool] = False  # API answers carry a per-row `error` rather than raising for bad rows
-    aggregations: ClassVar[tuple[str, ...]] = ()  # how chunked texts' windows may be combined (none: one window is read)
+    aggregations: ClassVar[tuple[str, ...]] = ()  # how chunked texts' windows may be combined, the default first
+    window_segment: ClassVar[int] = 0  # with pairs, which text long strategies cut (the other stays whole)
+    leading: ClassVar[tuple[str, ...]] = ()  # the Model method's first parameters (default: the input)
     table: ClassVar[bool] = False  # rows in, rows out: table files (--input/--output) and corpus mode
     example: ClassVar[dict] = {}  # a ready-to-send request body for /docs
     Response: ClassVar[Any] = None  # the JSON payload's type, for the server's published schema
 
     # -- prepare ------------------------------------------------------------------------------------
+    def arrange(self, texts: list, pairs: list | None, options: Any) -> tuple[list, list | None]:
+        """The (first, second) texts each sequence is made of; a task may reorder them (rerank: query first)."""
+        return texts, pairs
+
     def max_length(self, model: "Model", options: Any) -> int:
         """Tokens kept per sequence, special tokens included."""
         return model.max_length
@@ -223,8 +229,9 @@ def prepare(task: Task, model: "Model", texts: Any, pairs: Any, options: Any, fl
         problems = [None] * len(texts)
     valid = [i for i, p in enumerate(problems) if p is None]
     plan = Plan.of(options, model.config.extra.get(SAVED), task.aggregations, task.name)
-    found = documents(model, [texts[i] for i in valid], [pairs[i] for i in valid] if pairs is not None else None,
-                      task.max_length(model, options), plan)
+    firsts, seconds = task.arrange([texts[i] for i in valid], [pairs[i] for i in valid] if pairs is not None else None,
+                                   options)
+    found = documents(model, firsts, seconds, task.max_length(model, options), plan, task.window_segment)
     docs: list[Document | None] = [None] * len(texts)
     for i, doc in zip(valid, found):
         problem = no_tokens_problem(doc.windows[0]) if flag else None
@@ -237,14 +244,15 @@ def prepare(task: Task, model: "Model", texts: Any, pairs: Any, options: Any, fl
     return prepared
 
 
-def documents(model: "Model", texts: list[str], pairs: list[str] | None, limit: int, plan: Plan) -> list[Document]:
+def documents(model: "Model", texts: list[str], pairs: list[str] | None, limit: int, plan: Plan,
+              segment: int = 0) -> list[Document]:
     """Tokenize once and cut each text into the sequences its long-document plan asks for (bertkit.windows)."""
     if plan.long == "truncate" and plan.side == "right":  # the tokenizer's own truncation: what every release did
         return [Document([e], [0], e.n_truncated) for e in model.tokenizer.encode_batch(texts, pairs, max_length=limit)]
     tok = model.tokenizer
     specials = tok.special_tokens
-    return [split_document(full, limit, plan, tok.cls_id, tok.sep_id, specials["cls_token"], specials["sep_token"])
-            for full in tok.encode_batch(texts, pairs)]
+    return [split_document(full, limit, plan, tok.cls_id, tok.sep_id, specials["cls_token"], specials["sep_token"],
+                           segment) for full in tok.encode_batch(texts, pairs)]
 
 
 def execute(task: Task, model: "Model", prepared: Prepared, options: Any, batch_tokens: int | None = None) -> list:

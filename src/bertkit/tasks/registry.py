@@ -58,14 +58,20 @@ def _install(attr: str, fn: Callable, owner: str) -> None:
 
 
 def _task_method(task: Task) -> Callable:
-    """A Model method whose signature is the task's: its input, its pairs, its options, then batch_tokens."""
+    """A Model method whose signature is the task's: its leading parameters (by default its input), its pairs,
+    its options, batch_tokens, then the keyword-only options (long documents)."""
     P = inspect.Parameter
-    params = [P("self", P.POSITIONAL_OR_KEYWORD), P(task.input_name, P.POSITIONAL_OR_KEYWORD)]
+    option_specs = specs(task.Options)
+    by_name = {s.name: s for s in option_specs}
+    leading = task.leading or (task.input_name,)
+    params = [P("self", P.POSITIONAL_OR_KEYWORD)]
+    for name in leading:  # the input, or required options a call reads best before it (rerank: query, then texts)
+        spec = by_name.get(name)
+        params.append(P(name, P.POSITIONAL_OR_KEYWORD, annotation=spec.annotation if spec else P.empty))
     if task.pair_name:
         params.append(P(task.pair_name, P.POSITIONAL_OR_KEYWORD, default=None))
-    option_specs = specs(task.Options)
     params += [P(s.name, P.POSITIONAL_OR_KEYWORD, default=P.empty if s.required else s.default, annotation=s.annotation)
-               for s in option_specs if not s.kw_only]
+               for s in option_specs if not s.kw_only and s.name not in leading]
     params.append(P("batch_tokens", P.POSITIONAL_OR_KEYWORD, default=None, annotation=int | None))
     params += [P(s.name, P.KEYWORD_ONLY, default=P.empty if s.required else s.default, annotation=s.annotation)
                for s in option_specs if s.kw_only]
