@@ -38,7 +38,8 @@ def test_every_declared_task_has_a_method_a_command_an_endpoint_and_corpus_suppo
     for task in tasks():
         method = getattr(bertkit.Model, task.method)
         params = inspect.signature(method).parameters
-        assert list(params)[1] == task.input_name and "batch_tokens" in params, task.name
+        leading = task.leading or (task.input_name,)
+        assert list(params)[1:1 + len(leading)] == list(leading) and "batch_tokens" in params, task.name
         for spec in specs(task.Options):  # each option is a parameter with its declared default
             assert spec.name in params and (spec.required or params[spec.name].default == spec.default), spec.name
         command = commands[task.name]
