@@ -2,6 +2,7 @@
 
     python benchmarks/bench_embed.py                 # 3,000 Rotten Tomatoes texts, 2 threads
     python benchmarks/bench_embed.py --json --threads 4
+    python benchmarks/bench_embed.py --quick --json   # a smoke run in seconds: 32 texts, one round (not a measurement)
 
 Both sides get identical inputs (the first 3,000 review snippets, every 10th replaced by eight
 snippets joined, so lengths run from a few tokens to past MiniLM's 256-token limit). After a
@@ -51,7 +52,10 @@ def st_slots(texts: list[str], lengths: list[int], batch_size: int) -> int:
                for chunk in (order[s: s + batch_size] for s in range(0, len(order), batch_size)))
 
 
-def main(argv: list[str] | None = None) -> int:
+QUICK = {"n": 32, "repeats": 1}  # --quick: enough to run every path and print every key, not to time anything
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm")
     parser.add_argument("-n", type=int, default=3000, help="number of texts (default: 3000)")
@@ -60,9 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-tokens", type=int, default=None, help="bertkit token budget (default: batch size x mean length)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads for both (default: 2)")
     parser.add_argument("--repeats", type=int, default=5, help="paired rounds (default: 5)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a smoke run: {QUICK['n']} texts, {QUICK['repeats']} round (overrides -n and --repeats)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.repeats = QUICK["n"], QUICK["repeats"]
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # both tokenizers run in this one process
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")  # the long texts are cut at 256 tokens on both sides, by design

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py --limit 2000 --epochs 1            # ~10-15 min on 2 CPU cores
     python benchmarks/bench_train.py --limit 0 --epochs 1 --device cuda  # the whole dataset
+    python benchmarks/bench_train.py --quick --json out.json             # a smoke run in seconds (not a measurement)
 
 Both start from the same folder (our classifier head vs BertForSequenceClassification's, each
 initialised from the same seed), train on the same stratified subset of the same seeded split, with
@@ -21,6 +22,9 @@ import time
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+QUICK = {"limit": 32, "eval_limit": 32, "epochs": 1}  # --quick: every path and every output key, in seconds
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,7 +49,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cpu or cuda (default: best available)")
     p.add_argument("--only", choices=["bertkit", "transformers"], default=None, help="run one side only")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    return p.parse_args(argv)
+    p.add_argument("--quick", action="store_true",
+                   help=f"a smoke run: {QUICK['limit']} training and {QUICK['eval_limit']} evaluation examples, "
+                        f"{QUICK['epochs']} epoch (overrides --limit, --eval-limit and --epochs)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.limit, args.eval_limit, args.epochs = QUICK["limit"], QUICK["eval_limit"], QUICK["epochs"]
+    return args
 
 
 def load_splits(args):

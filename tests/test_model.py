@@ -6,6 +6,11 @@ import torch
 
 import bertkit
 from bertkit.errors import BertkitError
+from helpers import MINILM_TERMS, TINY_TERMS, assert_fp32_close
+
+# Depth of round-off (helpers.fp32_tol): the embeddings, then one per layer.
+MINILM_DEPTH = 7
+TINY_DEPTH = 3
 
 TEXTS = [
     "Hello, BERT!",
@@ -43,7 +48,7 @@ def test_hidden_states_match_transformers_in_callers_order(minilm, minilm_dir):
         with torch.no_grad():
             want = ref(**inputs).last_hidden_state[0]
         assert got.shape == want.shape  # special tokens included
-        assert (got - want).abs().max().item() < 1e-5
+        assert_fp32_close(got, want, terms=MINILM_TERMS, depth=MINILM_DEPTH, what=repr(text[:20]))
 
 
 def test_hidden_states_of_a_chosen_layer_and_pairs(minilm, minilm_dir):
@@ -54,7 +59,7 @@ def test_hidden_states_of_a_chosen_layer_and_pairs(minilm, minilm_dir):
     got = minilm.hidden_states(["a question?"], layer=3, pairs=["an answer."])[0]
     with torch.no_grad():
         want = ref(**tok("a question?", "an answer.", return_tensors="pt"), output_hidden_states=True).hidden_states[3][0]
-    assert (got - want).abs().max().item() < 1e-5
+    assert_fp32_close(got, want, terms=MINILM_TERMS, depth=4)  # embeddings and 3 layers
     with pytest.raises(BertkitError, match="layer 9"):
         minilm.hidden_states(["x"], layer=9)
 
@@ -62,8 +67,8 @@ def test_hidden_states_of_a_chosen_layer_and_pairs(minilm, minilm_dir):
 def test_batch_budget_does_not_change_results(minilm):
     big = minilm.hidden_states(TEXTS)
     small = minilm.hidden_states(TEXTS, batch_tokens=64)  # forces many tiny batches
-    for a, b in zip(big, small):
-        assert (a - b).abs().max().item() < 1e-5
+    for a, b in zip(big, small):  # other batches change only the order of float32 sums
+        assert_fp32_close(b, a, terms=MINILM_TERMS, depth=MINILM_DEPTH)
 
 
 def test_over_long_text_is_truncated_loudly(minilm):
@@ -97,18 +102,18 @@ def test_transformers_saves_we_load_same_outputs(tiny_cls_dir, tmp_path):
     tok = transformers.BertTokenizerFast.from_pretrained(tmp_path)
     with torch.no_grad():
         want = ref.bert(**tok("transformers wrote this", return_tensors="pt")).last_hidden_state[0]
-    assert (ours.hidden_states(["transformers wrote this"])[0] - want).abs().max().item() < 1e-5
+    assert_fp32_close(ours.hidden_states(["transformers wrote this"])[0], want, terms=TINY_TERMS, depth=TINY_DEPTH)
     assert ours.labels == ["negative", "neutral", "positive"]
 
 
 def test_compiled_model_gives_eager_numbers_for_any_batch_shape(tiny_cls_dir):
-    """Model.compile() is shape-generic (no bucketing): every task's batches run and match eager within 1e-5."""
+    """Model.compile() is shape-generic (no bucketing): every task's batches run and match eager within float32 round-off."""
     eager, fast = bertkit.load(tiny_cls_dir, device="cpu"), bertkit.load(tiny_cls_dir, device="cpu").compile()
     assert fast.compiled and fast.info()["compiled"] and not eager.compiled
     texts = TEXTS[:1] + TEXTS[2:]
     for budget in (64, 512):  # different packed token counts, different sequence counts
         for want, got in zip(eager.hidden_states(texts, batch_tokens=budget), fast.hidden_states(texts, batch_tokens=budget)):
-            assert (want - got).abs().max().item() < 1e-5
+            assert_fp32_close(got, want, terms=TINY_TERMS, depth=TINY_DEPTH)  # compiled kernels fuse and reorder sums
     for want, got in zip(eager.hidden_states(texts, layer=1), fast.hidden_states(texts, layer=1)):
-        assert (want - got).abs().max().item() < 1e-5
+        assert_fp32_close(got, want, terms=TINY_TERMS, depth=2)
     assert [r["label"] for r in eager.predict(texts)] == [r["label"] for r in fast.predict(texts)]

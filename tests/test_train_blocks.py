@@ -1,6 +1,7 @@
 """Training blocks: parameter groups, optimizer, schedule, clipping, seeding, batch plans, loss, accumulation, RNG state, checkpoints."""
 from __future__ import annotations
 
+import math
 import os
 import random
 import subprocess
@@ -19,7 +20,7 @@ from bertkit.train import (BatchStream, balanced_class_weights, classification_l
                            latest_checkpoint, linear_warmup_decay, load_training_state, make_optimizer, param_groups,
                            rng_state, save_checkpoint, seed_everything, set_rng_state, stratified_subset, train_step,
                            warmup_steps_for)
-from helpers import random_sequences
+from helpers import EPS32, TINY_TERMS, fp32_tol, random_sequences
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,8 +86,9 @@ def test_schedule_warms_up_then_decays_like_transformers():
 
     ours = lrs(lambda o: linear_warmup_decay(o, 4, 20))
     theirs = lrs(lambda o: get_linear_schedule_with_warmup(o, 4, 20))
-    assert ours == pytest.approx(theirs)
-    assert ours[0] == 0 and ours[4] == 1.0 and ours[2] == 0.5 and ours[12] == pytest.approx(0.5)
+    exact = dict(rel=1e-12, abs=1e-15)  # float64 ratios of step counts below 20: one or two roundings of 2^-53 each
+    assert ours == pytest.approx(theirs, **exact)
+    assert ours[0] == 0 and ours[4] == 1.0 and ours[2] == 0.5 and ours[12] == pytest.approx(0.5, **exact)
     assert warmup_steps_for(95, 0.1) == 10 and warmup_steps_for(100, 0.0) == 0
 
 
@@ -95,7 +97,11 @@ def test_clip_gradients_caps_the_global_norm(tiny):
         p.grad = torch.full_like(p, 10.0)
     before = clip_gradients(tiny.network, 1.0)
     after = torch.sqrt(sum((p.grad ** 2).sum() for p in tiny.network.parameters()))
-    assert float(before) > 100 and float(after) == pytest.approx(1.0, rel=1e-4)
+    n = sum(p.numel() for p in tiny.network.parameters())
+    # Clipping scales by 1 / (norm + 1e-6): off by 1e-6 / norm < 1e-8. Both norms sum n equal squares in float32
+    # with torch's pairwise (cascade) sum: <= log2(n) roundings of 2^-24 each, 4x that leaves room for the sqrt and
+    # the per-tensor partial sums. A per-tensor clip would give sqrt(#tensors) here, no clip the full norm.
+    assert float(before) > 100 and float(after) == pytest.approx(1.0, rel=4 * math.log2(n) * EPS32)
     assert clip_gradients(tiny.network, None) is None
 
 
@@ -173,23 +179,33 @@ def test_classification_loss_single_multi_and_weighted():
     torch.manual_seed(0)
     logits = torch.randn(6, 3)
     y = torch.tensor([0, 1, 2, 2, 1, 0])
-    assert classification_loss(logits, y) == pytest.approx(float(F.cross_entropy(logits, y)))
-    assert classification_loss(logits, y, reduction="sum") == pytest.approx(float(F.cross_entropy(logits, y)) * 6, rel=1e-6)
+    # Float32 losses that are means or sums of at most 18 positive terms: the two orders of summation differ by at
+    # most 18 roundings of 2^-24 each, i.e. 9 ulps (a wrong reduction or weighting is off by 10% or more).
+    rel = 9 * EPS32
+    assert classification_loss(logits, y) == pytest.approx(float(F.cross_entropy(logits, y)), rel=rel)
+    assert classification_loss(logits, y, reduction="sum") == pytest.approx(float(F.cross_entropy(logits, y)) * 6, rel=rel)
     w = torch.tensor([1.0, 2.0, 3.0])
-    assert classification_loss(logits, y, w) == pytest.approx(float(F.cross_entropy(logits, y, weight=w)))
+    assert classification_loss(logits, y, w) == pytest.approx(float(F.cross_entropy(logits, y, weight=w)), rel=rel)
     ind = torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 1], [0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=torch.float32)
-    assert classification_loss(logits, ind) == pytest.approx(float(F.binary_cross_entropy_with_logits(logits, ind)))
+    assert classification_loss(logits, ind) == pytest.approx(float(F.binary_cross_entropy_with_logits(logits, ind)), rel=rel)
 
 
 def test_balanced_class_weights():
+    rel = EPS32  # ratios of small counts, each rounded once to float32: within 2^-24 of the exact value
     w = balanced_class_weights([0, 0, 0, 1], 3)
-    assert w.tolist() == pytest.approx([4 / 6, 2.0, 0.0])  # n / (k * n_c) over present classes; an absent one weighs 0
+    assert w.tolist() == pytest.approx([4 / 6, 2.0, 0.0], rel=rel)  # n / (k * n_c) over present classes; an absent one weighs 0
     pos = balanced_class_weights([[1, 0], [1, 1], [1, 0], [0, 0]], 2)
-    assert pos.tolist() == pytest.approx([1 / 3, 3.0])  # negatives / positives per label
+    assert pos.tolist() == pytest.approx([1 / 3, 3.0], rel=rel)  # negatives / positives per label
 
 
 def test_gradient_accumulation_equals_one_big_batch(tiny_base_dir):
-    """Two accumulated batches give the same update as one batch holding both (dropout off)."""
+    """Two accumulated batches give the same update as one batch holding both (dropout off).
+
+    Plain SGD with lr 1 makes the update exactly minus the gradient, so a wrongly weighted batch shows at full size
+    (Adam's first step, lr * g / (|g| + eps), is blind to the gradient's scale and turns rounding noise into lr / eps
+    times as much). The network runs in float64, so reduction order cannot matter; only the loss is float32
+    (classification_loss casts the logits), which leaves each example's logit gradient a few float32 ulps of noise.
+    """
     ids, types = random_sequences([6, 9, 12, 7, 10], seed=3)
     labels = [0, 1, 1, 0, 1]
     results = []
@@ -197,14 +213,23 @@ def test_gradient_accumulation_equals_one_big_batch(tiny_base_dir):
         model = bertkit.load(tiny_base_dir, device="cpu")
         seed_everything(0)
         model.network.add_classifier({0: "neg", 1: "pos"})
-        model.network.eval()  # no dropout: the two must match exactly
-        opt = make_optimizer(model.network, lr=1e-3)
+        model.network.eval().double()  # no dropout: the two must match
+        before = {k: v.clone() for k, v in model.network.state_dict().items()}
+        opt = torch.optim.SGD(model.network.parameters(), lr=1.0)
         batches = [bertkit.pack([ids[i] for i in g], [types[i] for i in g], [labels[i] for i in g]) for g in groups]
-        loss, norm = train_step(model.network, batches, opt, max_grad_norm=None)
-        results.append((float(loss), {k: v.clone() for k, v in model.network.state_dict().items()}))
-    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
-    for k, v in results[0][1].items():
-        torch.testing.assert_close(v, results[1][1][k], atol=1e-6, rtol=1e-5)
+        loss, _ = train_step(model.network, batches, opt, max_grad_norm=None)
+        after = model.network.state_dict()
+        results.append((float(loss), {k: before[k] - after[k] for k in before}, before))
+    (loss_acc, update_acc, weights), (loss_one, update_one, _) = results
+    # The summed loss is a float32 sum of positive terms: 2 batches vs 1 is at most 2 more roundings of 2^-24 each.
+    assert loss_acc == pytest.approx(loss_one, rel=2 * EPS32)
+    eps64 = torch.finfo(torch.float64).eps
+    for k, want in update_one.items():
+        # float32 logit gradients (a few ulps each, 16 ulps over 5 examples) scale the whole update; w - g is rounded
+        # at the weight's magnitude (one float64 ulp of |w|). A misweighted batch is off by 20% or more.
+        tol = 16 * EPS32 * float(want.abs().max()) + 2 * eps64 * float(weights[k].abs().max())
+        assert float((update_acc[k] - want).abs().max()) <= tol, k
+    assert any(float(u.abs().max()) > 1e-4 for u in update_one.values())  # the step did move the weights
 
 
 def test_train_step_updates_weights_and_keeps_values_on_device(tiny):
@@ -276,22 +301,41 @@ def test_one_step_matches_transformers(tiny_cls_dir):
     ids, types = random_sequences([7, 12, 5, 9], seed=4)
     labels = [2, 0, 1, 2]
     ours = bertkit.load(tiny_cls_dir, device="cpu").network.eval()  # dropout off on both sides
-    # eps 1e-6: Adam's first step is lr * g / (|g| + eps), which turns float noise in gradients of ~1e-9 into
-    # visible differences with the default 1e-8; decay 0.5 makes a wrong decay group plainly visible.
-    opt = make_optimizer(ours, lr=1e-2, weight_decay=0.5, eps=1e-6)
+    # Adam's first step is lr * g / (|g| + eps): float32 noise dg in a gradient (our loss and theirs sum in other
+    # orders) moves it by up to lr * dg / eps, so eps 1e-3 keeps that gain at 10 where the default 1e-8 made it 1e6.
+    # Decay 0.5 still makes a wrong decay group plainly visible: lr * 0.5 * |w| >= 3e-4 against tolerances <= 1e-6.
+    lr, eps = 1e-2, 1e-3
+    opt = make_optimizer(ours, lr=lr, weight_decay=0.5, eps=eps)
     loss, _ = train_step(ours, [bertkit.pack(ids, types, labels)], opt, max_grad_norm=0.5)
 
     hf = BertForSequenceClassification.from_pretrained(tiny_cls_dir).eval()
+    start = {n: p.detach().clone() for n, p in hf.named_parameters()}
     no_decay = [p for n, p in hf.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     decay = [p for n, p in hf.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
     hf_opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.5}, {"params": no_decay, "weight_decay": 0.0}],
-                               lr=1e-2, eps=1e-6)
+                               lr=lr, eps=eps)
     out = hf(**hf_padded_inputs(ids, types), labels=torch.tensor(labels))
     out.loss.backward()
     torch.nn.utils.clip_grad_norm_(hf.parameters(), 0.5)
     hf_opt.step()
 
-    assert float(loss) / 4 == pytest.approx(out.loss.item(), rel=1e-5)
+    # Mean cross-entropy moves by at most 2 x the largest logit difference; logits are 2 layers + pooler + classifier
+    # deep (depth 5) over reductions of at most 512 terms; the loss's own float32 arithmetic adds a few ulps of it.
+    logit_tol = fp32_tol(float(out.logits.detach().abs().max()), TINY_TERMS, depth=5)
+    assert abs(float(loss) / 4 - out.loss.item()) <= 2 * logit_tol + 4 * EPS32 * out.loss.item()
     theirs = hf.state_dict()
+    grads = {n: p.grad for n, p in hf.named_parameters()}
+    moved = 0.0
     for name, tensor in to_hf_names(ours).items():
-        torch.testing.assert_close(tensor, theirs[name], atol=1e-5, rtol=1e-5, msg=name)  # steps are ~1e-2
+        if name not in grads:
+            torch.testing.assert_close(tensor, theirs[name], atol=0, rtol=0, msg=name)  # buffers: untouched
+            continue
+        # Gradient noise: backward is as deep as forward plus the loss (depth 6) at the tensor's largest gradient,
+        # times Adam's gain lr / eps; then decay and step each round the weight at its own magnitude, on both sides
+        # (4 roundings of at most 1 ulp of max |w|).
+        tol = (lr / eps) * fp32_tol(float(grads[name].abs().max()), TINY_TERMS, depth=6) \
+            + 4 * EPS32 * float(start[name].abs().max())
+        diff = float((tensor - theirs[name]).abs().max())
+        assert diff <= tol, f"{name}: {diff:.3g} > {tol:.3g}"
+        moved = max(moved, float((theirs[name] - start[name]).abs().max()))
+    assert moved > 1e-3  # steps are ~1e-2: the comparison is not between two unchanged checkpoints

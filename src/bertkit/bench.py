@@ -2,8 +2,9 @@
 
 The benchmarks live in the repository's benchmarks/ folder, not in the package, so they are found
 relative to this file (src/bertkit/bench.py -> ../../benchmarks) or through $BERTKIT_BENCHMARKS.
-Each is imported and called as a function: `run(quick=...) -> dict` where a script offers it, and
-otherwise its `main(argv)` with a short configuration and its JSON output.
+Each is imported and called through the entry point its adapter knows (ENTRY_POINTS): `run(...) -> dict`, or
+`main(argv)` with a short configuration (`--quick` for a smoke run) and its JSON output. Outputs are read strictly,
+so a script whose output keys change gives an error row naming the key (tests run every adapter on the real scripts).
 """
 from __future__ import annotations
 
@@ -90,83 +91,105 @@ def _main_json(module: ModuleType, argv: list[str]) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# One adapter per benchmark: call it, turn its dict into table rows
+# One adapter per benchmark: call the script's real entry point, turn its output into table rows.
+# Outputs are read strictly (`_need`): a renamed or missing key is an error row naming the key, never a silent None.
 # ---------------------------------------------------------------------------------------------
+def _need(r: dict, *path: str, script: str) -> Any:
+    value: Any = r
+    for depth, key in enumerate(path):
+        if not isinstance(value, dict) or key not in value:
+            raise RuntimeError(f"{script} output has no {'.'.join(path[: depth + 1])}: its output format changed; "
+                               f"update the adapter in bertkit/bench.py")
+        value = value[key]
+    return value
+
+
+def _cpu_or(device: str) -> str:
+    return machine()["cpu"] if device == "cpu" else device
+
+
 def _infer(module: ModuleType, quick: bool, device: str) -> list[dict]:
-    r = module.run(quick=quick, int8=not quick, device=device, repeats=5)
-    rows = [_row("infer", "texts/s", r["ours"], r["reference_value"], r["ratio"], BENCHMARKS["infer"][2], r["device"],
-                 note=f"{r['texts']} texts, end to end" + (f"; forward only {r['ratio_forward']:.2f}x" if r["ratio_forward"] else ""),
+    return _infer_rows(module.run(quick=quick, int8=not quick, device=device, repeats=5))
+
+
+def _infer_rows(r: dict) -> list[dict]:
+    need = lambda *path: _need(r, *path, script="bench_infer.py")  # noqa: E731
+    forward = need("ratio_forward")
+    rows = [_row("infer", "texts/s", need("ours"), need("reference_value"), need("ratio"), BENCHMARKS["infer"][2],
+                 need("device"), note=f"{need('texts')} texts, end to end" + (f"; forward only {forward:.2f}x" if forward else ""),
                  raw=r)]
-    if "ratio_int8" in r:
-        acc = r["int8_accuracy"]
-        rows.append(_row("infer int8 (opt-in)", "texts/s", r["texts_per_s"]["ours_int8_end_to_end"], r["reference_value"],
-                         r["ratio_int8"], None, r["device"],
+    if "ratio_int8" in r:  # present when run(int8=True)
+        acc = need("int8_accuracy")
+        rows.append(_row("infer int8 (opt-in)", "texts/s", need("texts_per_s", "ours_int8_end_to_end"), need("reference_value"),
+                         need("ratio_int8"), None, need("device"),
                          note=f"changes numbers: token cosine {acc['token_cosine_mean']}, classifier agreement "
                               f"{acc['classifier']['agreement']:.3f}"))
     return rows
 
 
+def _embed_argv(quick: bool) -> list[str]:
+    return ["--json", "--quick"] if quick else ["--json", "-n", "3000", "--repeats", "3"]
+
+
 def _embed(module: ModuleType, quick: bool, device: str) -> list[dict]:
-    target = BENCHMARKS["embed"][2]
-    if hasattr(module, "run"):
-        r = module.run(quick=quick)
-    else:
-        r = _main_json(module, ["--json", "-n", "300" if quick else "3000", "--repeats", "1" if quick else "3"])
-    tps = r.get("texts_per_s", {})
-    ours = r.get("ours", tps.get("bertkit"))
-    ref = r.get("reference", tps.get("sentence_transformers"))
-    ratio = r.get("ratio", r.get("speedup"))
-    return [_row("embed", "texts/s", ours, ref, ratio, target, machine()["cpu"] if device == "cpu" else device,
-                 note=f"{r.get('texts', '?')} texts", raw=r)]
+    return _embed_rows(_main_json(module, _embed_argv(quick)), device)
+
+
+def _embed_rows(r: dict, device: str) -> list[dict]:
+    need = lambda *path: _need(r, *path, script="bench_embed.py")  # noqa: E731
+    return [_row("embed", "texts/s", need("texts_per_s_best", "bertkit"), need("texts_per_s_best", "sentence_transformers"),
+                 need("speedup"), BENCHMARKS["embed"][2], _cpu_or(device),
+                 note=f"{need('texts')} texts, best of {need('repeats')} rounds", raw=r)]
+
+
+def _train_argv(json_path: str, quick: bool) -> list[str]:
+    # A short configuration keeps the full run to minutes on 2 cores.
+    return ["--json", json_path] + (["--quick"] if quick else ["--limit", "512", "--eval-limit", "256", "--epochs", "1"])
 
 
 def _train(module: ModuleType, quick: bool, device: str) -> list[dict]:
-    target = BENCHMARKS["train"][2]
-    if hasattr(module, "run"):
-        r = module.run(quick=quick)
-    else:  # its main writes JSON to a file; a short configuration keeps this to minutes on 2 cores
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "train.json")
-            argv = ["--json", path, "--limit", "64" if quick else "512", "--eval-limit", "64" if quick else "256",
-                    "--epochs", "1"]
-            with contextlib.redirect_stdout(sys.stderr):
-                code = module.main(argv)
-            if code not in (0, None):
-                raise RuntimeError(f"bench_train main exited {code}")
-            with open(path) as f:
-                r = json.load(f)
-    ours_s = _find(r, ("bertkit", "wall_s"))
-    ref_s = _find(r, ("transformers", "wall_s"))
-    ratio = r.get("ratio", r.get("time_ratio", ref_s / ours_s if ours_s and ref_s else None))
-    return [_row("train", "s (lower is better)", ours_s, ref_s, ratio, target,
-                 machine()["cpu"] if device == "cpu" else device, note="short run: wall time, tokenize + train + eval",
-                 raw=r)]
+    with tempfile.TemporaryDirectory() as tmp:  # its main writes JSON to a file
+        path = os.path.join(tmp, "train.json")
+        with contextlib.redirect_stdout(sys.stderr):
+            code = module.main(_train_argv(path, quick))
+        if code not in (0, None):
+            raise RuntimeError(f"bench_train main exited {code}")
+        with open(path) as f:
+            r = json.load(f)
+    return _train_rows(r, device)
+
+
+def _train_rows(r: dict, device: str) -> list[dict]:
+    need = lambda *path: _need(r, *path, script="bench_train.py")  # noqa: E731
+    return [_row("train", "s (lower is better)", need("mean", "bertkit", "wall_s"), need("mean", "transformers", "wall_s"),
+                 need("time_ratio"), BENCHMARKS["train"][2], _cpu_or(device),
+                 note="short run: wall time, tokenize + train + eval", raw=r)]
 
 
 def _gpu(module: ModuleType, quick: bool, device: str) -> list[dict]:
     with contextlib.redirect_stdout(sys.stderr):
         r = module.run(small=False, n=1024 if quick else None)
+    return _gpu_rows(r)
+
+
+def _gpu_rows(r: dict) -> list[dict]:
+    need = lambda *path: _need(r, *path, script="bench_gpu.py")  # noqa: E731
     rows = []
-    for kind, s in r["summary"].items():
+    for kind, s in need("summary").items():
         rows.append(_row(f"gpu {kind} (BERT-base)", "examples/s", s["ours_examples_s"], s["reference_examples_s"],
-                         s["ratio"], GPU_TARGETS[kind], r["device"], mfu=s["ours_mfu"],
+                         s["ratio"], GPU_TARGETS[kind], need("device"), mfu=s["ours_mfu"],
                          note=f"{s['ours']} vs {s['reference']}; reference MFU "
                               f"{s['reference_mfu'] * 100 if s['reference_mfu'] else float('nan'):.1f}%"))
-    if r["check"] and not r["check"]["passed"]:
-        rows.append(_error_row("gpu correctness", None, r["device"], "outputs differ from transformers beyond bf16 tolerance"))
+    check = need("check")
+    if check and not check["passed"]:
+        rows.append(_error_row("gpu correctness", None, need("device"), "outputs differ from transformers beyond bf16 tolerance"))
     return rows
 
 
 ADAPTERS: dict[str, Callable[[ModuleType, bool, str], list[dict]]] = {
     "infer": _infer, "embed": _embed, "train": _train, "gpu": _gpu}
-
-
-def _find(d: dict, path: tuple[str, ...]) -> float | None:
-    for key in path:
-        if not isinstance(d, dict) or key not in d:
-            return None
-        d = d[key]
-    return d
+# The entry point each adapter calls in its script.
+ENTRY_POINTS = {"infer": "run", "embed": "main", "train": "main", "gpu": "run"}
 
 
 def run_benchmarks(quick: bool = False, only: list[str] | None = None, folder: Path | None = None) -> dict[str, Any]:
@@ -192,8 +215,8 @@ def run_benchmarks(quick: bool = False, only: list[str] | None = None, folder: P
             if module is None:
                 skipped.append(f"{name}: {folder / script} not present")
                 continue
-            if name != "gpu" and not hasattr(module, "run") and not hasattr(module, "main"):
-                skipped.append(f"{name}: {script} exposes neither run() nor main()")
+            if not hasattr(module, ENTRY_POINTS[name]):
+                skipped.append(f"{name}: {script} has no {ENTRY_POINTS[name]}()")
                 continue
             with contextlib.redirect_stdout(sys.stderr):  # scripts' progress lines must not spoil --json
                 new = ADAPTERS[name](module, quick, device)

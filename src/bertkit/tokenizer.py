@@ -28,13 +28,6 @@ _MAX_SANE_MODEL_LENGTH = 1_000_000
 _MAX_TRUNCATORS = 8
 
 _SPECIAL_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-_BERT_SPECIALS = {
-    "unk_token": "[UNK]",
-    "sep_token": "[SEP]",
-    "pad_token": "[PAD]",
-    "cls_token": "[CLS]",
-    "mask_token": "[MASK]",
-}
 
 
 @dataclass
