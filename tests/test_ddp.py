@@ -38,7 +38,7 @@ def args(folder, model, out, *extra):
     # Uneven shards, gradient accumulation, class weights and a test split all take the sharded paths.
     return ["train", "--model", str(model), "--data", str(folder / "train.csv"), "--eval-data", str(folder / "eval.csv"),
             "--test-data", str(folder / "test.csv"), "--epochs", "3", "--batch-size", "6", "--grad-accum", "2",
-            "--max-length", "32", "--lr", "3e-3", "--seed", "0", "--class-weights", "balanced", "--eval-every", "3",
+            "--max-length", "32", "--lr", str(LR), "--seed", "0", "--class-weights", "balanced", "--eval-every", "3",
             "--log-every", "1", "--device", "cpu", "--no-progress", "--output", str(out), *extra]
 
 
@@ -68,11 +68,25 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+LR, STEPS = 3e-3, 12
+
+
 def assert_same_weights(a, b):
+    """One process and two end with the same weights, up to what AdamW does with reduction-order noise.
+
+    The all-reduce sums gradients in another order (~1e-7 relative). AdamW's update lr·m/(√v+eps)
+    turns that into at most ~1e-5 for a gradient well above eps, but a component near zero can flip
+    sign and move by up to lr a step. So: all but one in a thousand of each tensor's elements (at
+    least one allowed) agree to 1e-5, and none differs by more than every step's full lr — while a
+    broken sync (a rank's gradient lost or not averaged) changes nearly every element by about lr.
+    """
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert wa.keys() == wb.keys()
     for name in wa:
-        torch.testing.assert_close(wb[name], wa[name], rtol=1e-5, atol=1e-5, msg=name)
+        diff = (wb[name].double() - wa[name].double()).abs()
+        close = diff <= 1e-5 + 1e-5 * wa[name].double().abs()
+        assert int((~close).sum()) <= max(1, diff.numel() // 1000), name
+        assert diff.max() <= 2 * LR * STEPS, name
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +194,7 @@ def test_resuming_on_a_process_count_that_cannot_split_the_batch_is_refused(runs
 def test_a_diverging_ddp_run_stops_on_every_rank_with_one_line(setup, tmp_path):
     folder, model = setup
     argv = args(folder, model, tmp_path / "run", "--nproc", "2")
-    argv[argv.index("3e-3")] = "1e30"  # the ranks agree on the first non-finite step and all stop there
+    argv[argv.index(str(LR))] = "1e30"  # the ranks agree on the first non-finite step and all stop there
     proc = bertkit(*argv)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
