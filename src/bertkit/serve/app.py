@@ -16,6 +16,7 @@ from bertkit.serve import schemas as s
 from bertkit.serve.errors import ServeError, error_response, http_error, is_json, not_json, validation_error
 from bertkit.serve.gate import Gate
 from bertkit.serve.metrics import CONTENT_TYPE
+from bertkit.serve.playground import add_routes as add_playground
 from bertkit.serve.service import Service
 from bertkit.serve.settings import Settings
 from bertkit.tasks.base import Task
@@ -23,12 +24,17 @@ from bertkit.tasks.base import Task
 log = logging.getLogger("bertkit.serve")
 
 ERRORS = {
-    400: {"model": s.ErrorResponse, "description": "invalid JSON, or a task this model cannot serve"},
+    400: {"model": s.ErrorResponse, "description": "invalid JSON or HTTP, or a task this model cannot serve"},
     401: {"model": s.ErrorResponse, "description": "missing or wrong API key (when the server has one)"},
+    408: {"model": s.ErrorResponse, "description": "the body did not arrive within --body-timeout seconds"},
     413: {"model": s.ErrorResponse, "description": "request body over --max-body-bytes"},
     415: {"model": s.ErrorResponse, "description": "the body is not sent as application/json"},
-    422: {"model": s.ErrorResponse, "description": "a field is missing, of the wrong type, over a limit, or unusable"},
-    503: {"model": s.ErrorResponse, "description": "overloaded or shutting down; retry"},
+    422: {"model": s.ErrorResponse, "description": "a field is missing, of the wrong type or unusable; or the request is "
+                                                   "over a limit (type limit_exceeded: --max-texts, --max-chars, "
+                                                   "--max-request-tokens, --max-answer-bytes)"},
+    431: {"model": s.ErrorResponse, "description": "request headers over --max-header-bytes"},
+    503: {"model": s.ErrorResponse, "description": "overloaded (--max-queue, --max-connections) or shutting down; "
+                                                   "retry after Retry-After seconds"},
 }
 DESCRIPTION = """BERT-family encoders over HTTP: {tasks}.
 
@@ -48,7 +54,9 @@ def create_app(model: Model, settings: Settings | None = None) -> FastAPI:
         await service.shutdown()  # uvicorn has already waited for open requests; this empties the queues
 
     names = ", ".join(service.tasks)
-    app = FastAPI(title="bertkit", version=__version__, description=DESCRIPTION.format(tasks=names), lifespan=lifespan)
+    # The playground module serves /docs from local files (FastAPI's loads a CDN); /redoc is off (see there).
+    app = FastAPI(title="bertkit", version=__version__, description=DESCRIPTION.format(tasks=names), lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.service = service
     app.add_middleware(Gate, service=service)
     _add_error_handlers(app)
@@ -78,6 +86,8 @@ def create_app(model: Model, settings: Settings | None = None) -> FastAPI:
     async def metrics() -> Any:
         """Prometheus text format: requests by endpoint and status, latency, batch sizes, tokens per second."""
         return PlainTextResponse(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    add_playground(app)  # GET /, /static/..., /docs
 
     if settings.api_key is not None:
         _document_api_key(app)
