@@ -1,8 +1,10 @@
 """Checkpoint round trips with transformers, old and odd layouts, corrupted files, name resolution."""
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -114,13 +116,41 @@ class _Exploit:
         return (print, ("code ran while loading",))
 
 
-def test_pickled_code_is_refused_never_run(tiny_base_dir, tmp_path, capsys):
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_pickled_code_is_refused_never_run_in_whole_sentences(tiny_base_dir, tmp_path, capsys, protocol):
     shutil.copy(tiny_base_dir / "config.json", tmp_path / "config.json")
     with open(tmp_path / "pytorch_model.bin", "wb") as f:
-        pickle.dump({"x": _Exploit()}, f)
-    with pytest.raises(BertkitError):
+        pickle.dump({"x": _Exploit()}, f, protocol=protocol)
+    with warnings.catch_warnings(record=True) as seen, pytest.raises(BertkitError) as e:
+        warnings.simplefilter("always")
         load_network(tmp_path)
+    assert not [w for w in seen if "pickle protocol" in str(w.message)]  # torch's note for its own issue tracker
     assert "code ran" not in capsys.readouterr().out
+    message = str(e.value)
+    # torch's own refusal explains how to load the file unsafely, and cut at a length it ended mid-word.
+    assert "\n" not in message and "weights_only" not in message and "PyTorch 2.6" not in message
+    assert "pickled Python objects" in message and message.endswith("or re-download it")
+
+
+def test_weights_the_config_leaves_unused_are_an_error_like_missing_ones(tiny_base_dir, tmp_path):
+    """A config claiming fewer layers than the weights hold loaded silently, dropping whole layers."""
+    shutil.copytree(tiny_base_dir, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config | {"num_hidden_layers": 1}))
+    with pytest.raises(BertkitError, match="says 1 layer but the weights hold 2; fix num_hidden_layers"):
+        load_network(tmp_path / "m")
+
+
+def test_tensors_of_other_heads_are_ignored_with_a_warning_not_refused(tiny_base_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(tiny_base_dir / "model.safetensors")
+    shutil.copy(tiny_base_dir / "config.json", tmp_path / "config.json")
+    state |= {"cls.seq_relationship.weight": torch.zeros(2, 64), "some_other_head.weight": torch.zeros(3)}
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.warns(UserWarning, match="ignored 1 tensors bertkit does not use .first: some_other_head.weight"):
+        network = load_network(tmp_path)
+    assert network.heads == load_network(tiny_base_dir).heads
 
 
 def test_missing_tensor_and_shape_mismatch_are_clear(tiny_base_dir, tmp_path):

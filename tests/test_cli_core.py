@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from bertkit.cli import main
 
 
@@ -60,3 +63,28 @@ def test_console_entry_point_runs_as_a_module():
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)[0]["ids"][1:-1] == [7592, 1010, 14324, 999]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train", "--data", "rotten_tomatoes", "--seed", "-1"], "--seed must be at least 0, not -1"),
+    (["serve", "--port", "70000"], "--port must be at most 65535, not 70000"),
+    (["serve", "--port", "-1"], "--port must be at least 0, not -1"),
+    (["serve", "--graceful-timeout", "-3"], "--graceful-timeout must be at least 0"),
+    (["tokenize", "x", "--max-length", "0"], "--max-length must be at least 1, not 0"),
+])
+def test_a_bad_number_is_one_line_before_any_work(capsys, argv, says):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err.startswith("error: ") and says in err and err.count("\n") == 1, err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command", ["tokenize", "embed", "similarity"])
+def test_a_missing_device_is_an_error_even_where_no_network_runs(capsys, command):
+    code, _, err = run(capsys, command, "a bank", "the bank", "--word", "bank", "--device", "cuda") \
+        if command == "similarity" else run(capsys, command, "a bank", "--device", "cuda")
+    assert code == 2 and err.startswith("error: CUDA was asked for") and err.count("\n") == 1
+
+
+def test_no_command_is_a_usage_error(capsys):
+    code, _, err = run(capsys)
+    assert code == 2 and err.startswith("usage: bertkit") and "Traceback" not in err

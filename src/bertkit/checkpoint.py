@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pickle
 import re
 import tempfile
 import warnings
@@ -57,12 +58,12 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise BertkitError(f"{path} has no config.json; pass a folder holding a Hugging Face checkpoint")
+            raise BertkitError(f"{str(path)!r} has no config.json; pass a folder holding a Hugging Face checkpoint")
         return path
     if path.exists():
-        raise BertkitError(f"{path} is a file; pass the folder that holds config.json and the weights")
+        raise BertkitError(f"{str(path)!r} is a file; pass the folder that holds config.json and the weights")
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
-        raise BertkitError(f"no such folder: {path}")
+        raise BertkitError(f"no such folder: {str(path)!r}")
     return _download(name)
 
 
@@ -71,15 +72,15 @@ def _download(repo_id: str) -> Path:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import RepositoryNotFoundError
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
-        raise BertkitError(f"'{repo_id}' is not a local folder and huggingface_hub is missing; pass a local directory") from None
+        raise BertkitError(f"{repo_id!r} is not a local folder and huggingface_hub is missing; pass a local directory") from None
     try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
     except RepositoryNotFoundError:
-        raise BertkitError(f"'{repo_id}' is neither a local folder, a bundled alias (see `bertkit models`) nor a model on the Hugging Face Hub") from None
-    except Exception as e:  # no network, proxy, DNS...: the message is what matters
-        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise BertkitError(f"{repo_id!r} is neither a local folder, a bundled alias (see `bertkit models`) nor a model on the Hugging Face Hub") from None
+    except Exception as e:  # no network, proxy, DNS, a name the hub cannot hold...: the message is what matters
+        reason = _sentence(str(e)) or type(e).__name__  # names are shown with repr: a newline in one stays one line
         raise BertkitError(
-            f"could not download '{repo_id}' from the Hugging Face Hub ({reason}); "
+            f"could not download {repo_id!r} from the Hugging Face Hub ({reason}); "
             "offline? pass a local directory holding config.json and the weights instead"
         ) from None
 
@@ -116,15 +117,30 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path), device="cpu")
         # weights_only refuses pickled code: a checkpoint can never run anything on load.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice on pickle protocols is for its own bug tracker, not our users
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise BertkitError(f"{path} is missing; re-download or re-save the checkpoint") from None
+    except pickle.UnpicklingError as e:  # torch's refusal explains how to turn the safety off; we never will
+        found = _sentence(str(e).partition("WeightsUnpickler error:")[2])
+        raise BertkitError(f"{path} is not a plain file of tensors: it holds other pickled Python objects, which "
+                           f"could run code when loaded, or it is damaged{f' ({found})' if found else ''}. bertkit "
+                           "loads tensors only; re-save the model as safetensors (save_pretrained) from a copy you "
+                           "trust, or re-download it") from None
     except Exception as e:
-        detail = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        detail = _sentence(str(e)) or type(e).__name__
         raise BertkitError(f"{path} is corrupted or truncated ({detail}); re-download or re-save the checkpoint") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BertkitError(f"{path} does not hold a plain state dict of tensors; re-save it with save_pretrained")
     return state
+
+
+def _sentence(text: str, limit: int = 120) -> str:
+    """The first sentence of a library's message, whole, or nothing: a cut one would say something else."""
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    sentence = re.split(r"(?<=[.!?])\s", first, maxsplit=1)[0].rstrip(".")
+    return sentence if len(sentence) <= limit else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +169,7 @@ _OUR_QKV = re.compile(r"encoder\.layers\.(\d+)\.attention\.qkv\.(weight|bias)")
 # Tensors that carry nothing we need: a position-id buffer and next-sentence prediction.
 _IGNORED = re.compile(r"(embeddings\.position_ids|cls\.seq_relationship\.)")
 _TIED_DECODER = "cls.predictions.decoder.weight"
+_OUR_LAYER = re.compile(r"encoder\.layers\.(\d+)\.")
 
 
 def _prefix_pattern(template: str) -> re.Pattern:
@@ -240,6 +257,16 @@ def load_network(folder: Path, config: BertConfig | None = None) -> BertNetwork:
         raise BertkitError(f"{folder}: the classifier head has no pooler weights; the checkpoint is incomplete")
     if missing:
         raise BertkitError(f"{folder}: the checkpoint lacks {len(missing)} tensors (first: {missing[0]}); it is incomplete or not a BERT model")
+    # Weights we can name but the config does not build are as wrong as missing ones: a config claiming fewer
+    # layers than the checkpoint holds would drop whole layers and give other numbers than the model's authors got.
+    surplus = sorted(set(state) - set(expected))
+    if surplus:
+        held = 1 + max((int(m.group(1)) for name in state if (m := _OUR_LAYER.match(name))), default=-1)
+        said = config.num_hidden_layers
+        why = (f"config.json says {said} layer{'s' * (said != 1)} but the weights hold {held}; fix num_hidden_layers"
+               if held > config.num_hidden_layers else "config.json does not describe these weights; fix it")
+        raise BertkitError(f"{folder}: the checkpoint has {len(surplus)} tensors its config.json leaves unused "
+                           f"(first: {surplus[0]}); {why}")
     for name, tensor in state.items():
         if name in expected and tuple(expected[name].shape) != tuple(tensor.shape):
             raise BertkitError(f"{folder}: tensor {name} has shape {tuple(tensor.shape)} but config.json implies {tuple(expected[name].shape)}")

@@ -70,6 +70,7 @@ class Plan:
     stride: int | None = None
     aggregate: str = "mean"  # Plan.of puts the task's own default here
     max_windows: int | None = None
+    window: int | None = None  # tokens per sequence a model was trained on: its tasks' default limit
 
     @classmethod
     def of(cls, options: object, saved: dict | None, aggregations: tuple[str, ...], task: str) -> "Plan":
@@ -86,13 +87,15 @@ class Plan:
             shown = ", ".join(aggregations) if aggregations else "none (it reads each item from the window with the most context)"
             raise OptionError("aggregate", f"cannot be {given['aggregate']!r} for {task}; it takes {shown}")
         values = {k: v if v is not None else saved.get(k) for k, v in given.items()}
+        values["window"] = saved.get("window")
         if values["aggregate"] not in aggregations:
             values["aggregate"] = aggregations[0] if aggregations else None
         return cls(**{k: v for k, v in values.items() if v is not None})
 
     def saved(self) -> dict:
         """What a training run records in the model's config (and `Plan.of` reads back as the model's default)."""
-        return {"long": self.long, "side": self.side, "head": self.head, "stride": self.stride, "aggregate": self.aggregate}
+        return {"long": self.long, "side": self.side, "head": self.head, "stride": self.stride,
+                "aggregate": self.aggregate, "window": self.window}
 
 
 @dataclass

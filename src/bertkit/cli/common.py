@@ -7,11 +7,44 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bertkit.errors import BertkitError
+from bertkit.options import flag_name
 
 
-def add_model_args(parser: argparse.ArgumentParser, default: str | None = "minilm", runs_network: bool = True) -> None:
-    parser.add_argument("--model", "-m", default=default, required=default is None,
-                        help="bundled alias, local folder or hub id" + (f" (default: {default})" if default else ""))
+# Flags naming a file a command writes, whatever its other flags: dest -> (suffixes, what it holds). They are
+# checked once, as parsed, before any work (a heatmap is drawn after the model ran; a bad path must not wait for that).
+OUTPUT_FILES = {"plot": ((".png",), "a PNG plot")}
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """What every command's arguments must be, checked once as parsed: UTF-8 text, and writable OUTPUT_FILES."""
+    from bertkit.paths import output_file
+
+    for dest, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and not _utf8(text):
+                # Bytes that are not UTF-8 reach Python as lone surrogates, which no file, table or JSON can hold.
+                shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                where = flag_name(dest) if dest != "texts" else "a text argument"
+                raise BertkitError(f"{where} is not UTF-8 text ('{shown[:40]}'); pass UTF-8 (check the terminal's "
+                                   "or the calling script's encoding)")
+    for dest, (suffixes, what) in OUTPUT_FILES.items():
+        if getattr(args, dest, None) is not None:
+            output_file(getattr(args, dest), suffixes, what, param=dest)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def add_model_args(parser: argparse.ArgumentParser, default: str | None = "minilm", runs_network: bool = True,
+                   required: bool = True) -> None:
+    shown = f" (default: {default})" if default else "" if required else " (default: the one the index was built with)"
+    parser.add_argument("--model", "-m", default=default, required=default is None and required,
+                        help="bundled alias, local folder or hub id" + shown)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
     if runs_network:
         parser.add_argument("--compile", action="store_true",
@@ -32,9 +65,20 @@ def load_model(args: argparse.Namespace):
 def emit(args: argparse.Namespace, payload: Any, human: Callable[[Any], str] | None = None) -> None:
     """Print `payload` as JSON under --json, otherwise the human rendering."""
     if getattr(args, "json", False) or human is None:
-        print(json.dumps(payload, ensure_ascii=False, indent=None if getattr(args, "compact", False) else 2))
+        print(to_json(payload, indent=None if getattr(args, "compact", False) else 2))
     else:
         print(human(payload))
+
+
+def to_json(payload: Any, indent: int | None = 2) -> str:
+    """Strict JSON: NaN and Infinity are not JSON, and a parser that follows the standard refuses them."""
+    try:
+        return json.dumps(payload, ensure_ascii=False, indent=indent, allow_nan=False)
+    except ValueError as e:
+        if "JSON compliant" not in str(e):
+            raise
+        raise BertkitError("the answer holds a NaN or infinite number, which JSON cannot carry; the checkpoint's "
+                           "weights may be broken (check them with `bertkit info`)") from None
 
 
 def input_frame(args: argparse.Namespace) -> tuple[Any, str]:

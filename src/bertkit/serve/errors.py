@@ -6,9 +6,11 @@ from typing import Any, Sequence
 
 from starlette.responses import JSONResponse
 
+from bertkit.serve.settings import Settings
+
 HTTP_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-              406: "not_acceptable", 413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request",
-              429: "too_many_requests", 503: "unavailable"}
+              406: "not_acceptable", 408: "request_timeout", 413: "payload_too_large", 415: "unsupported_media_type",
+              422: "invalid_request", 429: "too_many_requests", 431: "headers_too_large", 503: "unavailable"}
 # Fields whose length limits are the server's --max-texts / --max-chars, so a message can name the flag.
 LIMITED_FIELDS = ("texts", "sentences", "pairs", "pair")
 
@@ -104,7 +106,7 @@ def _message(loc: str, kind: str, e: dict, fields: Sequence[str]) -> str:
         return f"{loc} is empty; give at least one item"
     if kind in ("too_long", "string_too_long"):
         server_limit = re.split(r"[\[.]", loc)[0] in LIMITED_FIELDS
-        flag = ("--max-texts" if kind == "too_long" else "--max-chars") if server_limit else None
+        flag = Settings.flag("max_texts" if kind == "too_long" else "max_chars") if server_limit else None
         what = "items" if kind == "too_long" else "characters"
         return f"{loc} has more than {ctx.get('max_length')} {what}" + (f", this server's limit ({flag})" if flag else "")
     return f"{loc}: {e.get('msg', kind)}"

@@ -1,6 +1,7 @@
-"""The ASGI layer every request passes first: metrics, draining, the API key and the body-size limit."""
+"""The ASGI layer every request passes first: metrics, header size, draining, the connection cap, the API key, the body's size and deadline."""
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from typing import TYPE_CHECKING, Callable
@@ -8,11 +9,18 @@ from typing import TYPE_CHECKING, Callable
 from starlette.responses import JSONResponse
 
 from bertkit.serve.errors import error_response
+from bertkit.serve.settings import Settings
 
 if TYPE_CHECKING:
     from bertkit.serve.service import Service
 
-OPEN_WHILE_DRAINING = ("/healthz", "/readyz", "/metrics")
+OPEN_WHILE_DRAINING = ("/healthz", "/readyz", "/metrics")  # also past --max-connections: probes must get through
+CLIENT_CLOSED = 499  # nginx's "client closed request": the client left before an answer; no error of ours
+CLOSE = {"Connection": "close", "Retry-After": "1"}
+
+
+class _Gone(Exception):
+    """The client disconnected while its body was being read."""
 
 
 class Gate:
@@ -21,9 +29,12 @@ class Gate:
     def __init__(self, app: Callable, service: "Service") -> None:
         self.app = app
         self.service = service
-        key = service.settings.api_key
-        self.key = key.encode("utf-8") if key is not None else None
-        self.max_body = service.settings.max_body_bytes
+        settings = service.settings
+        self.key = settings.api_key.encode("utf-8") if settings.api_key is not None else None
+        self.max_body = settings.max_body_bytes
+        self.body_timeout = settings.body_timeout
+        self.max_connections = settings.max_connections
+        self.max_header_bytes = settings.max_header_bytes
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -31,39 +42,42 @@ class Gate:
             return
         start = time.perf_counter()
         status = 500  # what an exception escaping the app turns into
+        started = gone = False
 
         async def send_and_watch(message: dict) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
+
+        async def receive_and_watch() -> dict:
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
 
         self.service.in_flight += 1
         try:
-            await self._handle(scope, receive, send_and_watch)
+            await self._handle(scope, receive_and_watch, send_and_watch)
         finally:
             self.service.in_flight -= 1
+            if gone and not started:
+                status = CLIENT_CLOSED
             path = scope.get("path", "")
             self.service.metrics.observe_request(path if path in self.service.paths else "other", status,
                                                  time.perf_counter() - start)
 
     async def _handle(self, scope: dict, receive: Callable, send: Callable) -> None:
-        path = scope.get("path", "")
-        if self.service.draining and path not in OPEN_WHILE_DRAINING:
-            reply = error_response(503, "shutting_down", "the server is shutting down; retry on another instance",
-                                   {"Connection": "close", "Retry-After": "1"})
+        reply = self._refusal(scope)
+        if reply is not None:
             await reply(scope, receive, send)
             return
-        if self.key is not None and path != "/healthz" and not self._authorized(scope):
-            reply = error_response(401, "unauthorized", "this server needs an API key: send 'Authorization: Bearer KEY' "
-                                   "or 'X-API-Key: KEY'", {"WWW-Authenticate": 'Bearer realm="bertkit"'})
-            await reply(scope, receive, send)
+        try:
+            body = await self._read_body(scope, receive)
+        except _Gone:  # nobody is left to answer
             return
-        body, problem = await self._read_body(scope, receive)
-        if problem is not None:
-            await problem(scope, receive, send)
-            return
-        if body is None:  # the client went away mid-body; nobody is left to answer
+        if isinstance(body, JSONResponse):
+            await body(scope, receive, send)
             return
         replayed = False
 
@@ -75,6 +89,28 @@ class Gate:
             return await receive()  # after the body, only a disconnect can come
 
         await self.app(scope, replay, send)
+
+    def _refusal(self, scope: dict) -> JSONResponse | None:
+        """Why a request is turned away before its body is read, if it is."""
+        path = scope.get("path", "")
+        # uvicorn caps only a head that arrives in pieces (--max-header-bytes is h11's buffer); this caps every head.
+        head = sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+        if head > self.max_header_bytes:
+            return error_response(431, "headers_too_large", f"the request's headers take {head} bytes, over this "
+                                  f"server's limit of {self.max_header_bytes} ({Settings.flag('max_header_bytes')})",
+                                  {"Connection": "close"})
+        probe = path in OPEN_WHILE_DRAINING
+        if self.service.draining and not probe:
+            return error_response(503, "shutting_down", "the server is shutting down; retry on another instance", CLOSE)
+        open_now = self.service.connections()
+        if open_now > self.max_connections and not probe:
+            return error_response(503, "overloaded", f"this server has {open_now} connections open, over its limit "
+                                  f"of {self.max_connections} ({Settings.flag('max_connections')}); retry shortly",
+                                  CLOSE)
+        if self.key is not None and path != "/healthz" and not self._authorized(scope):
+            return error_response(401, "unauthorized", "this server needs an API key: send 'Authorization: Bearer KEY' "
+                                  "or 'X-API-Key: KEY'", {"WWW-Authenticate": 'Bearer realm="bertkit"'})
+        return None
 
     def _authorized(self, scope: dict) -> bool:
         offered: list[bytes] = []
@@ -88,22 +124,30 @@ class Gate:
         # compare_digest on every offered value: the time taken says nothing about how much of the key matched.
         return any([hmac.compare_digest(token, self.key) for token in offered])
 
-    async def _read_body(self, scope: dict, receive: Callable) -> tuple[bytes | None, JSONResponse | None]:
+    async def _read_body(self, scope: dict, receive: Callable) -> bytes | JSONResponse:
+        """The whole body, or the answer refusing it: over --max-body-bytes (413) or not in by --body-timeout (408)."""
         too_big = error_response(413, "payload_too_large",
                                  f"the request body is larger than this server's limit of {self.max_body} bytes "
-                                 "(--max-body-bytes); send fewer or shorter texts per request")
+                                 f"({Settings.flag('max_body_bytes')}); send fewer or shorter texts per request")
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
-                return b"", too_big  # refuse before reading a byte of it
+                return too_big  # refuse before reading a byte of it
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                return error_response(408, "request_timeout",
+                                      f"the request body did not arrive within {self.body_timeout:g} s "
+                                      f"({Settings.flag('body_timeout')}); {size} bytes came; send it at once", CLOSE)
             if message["type"] == "http.disconnect":
-                return None, None
+                raise _Gone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                return b"", too_big
+                return too_big
             chunks.append(chunk)
             if not message.get("more_body", False):
-                return b"".join(chunks), None
+                return b"".join(chunks)

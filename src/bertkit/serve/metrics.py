@@ -153,8 +153,9 @@ class Metrics:
     """Everything /metrics reports; the app and the batchers record into it."""
 
     def __init__(self, queue_depths: Callable[[], dict[str, int]] = dict, in_flight: Callable[[], int] = lambda: 0,
-                 draining: Callable[[], bool] = lambda: False) -> None:
-        self.requests = Counter("bertkit_requests_total", "HTTP requests by endpoint and status code.", ("endpoint", "status"))
+                 draining: Callable[[], bool] = lambda: False, connections: Callable[[], int] = lambda: 0) -> None:
+        self.requests = Counter("bertkit_requests_total", "HTTP requests by endpoint and status code "
+                                "(499: the client left before the answer).", ("endpoint", "status"))
         self.latency = Histogram("bertkit_request_duration_seconds", "HTTP request latency, first byte in to last byte out.",
                                  LATENCY_BUCKETS, ("endpoint",))
         self.batch_requests = Histogram("bertkit_batch_requests", "Requests merged into one model call.", SIZE_BUCKETS, ("task",))
@@ -172,6 +173,7 @@ class Metrics:
             Gauge("bertkit_queue_depth", "Requests waiting to be batched, by task.",
                   lambda: {(k,): v for k, v in queue_depths().items()}, ("task",)),
             Gauge("bertkit_requests_in_flight", "HTTP requests being handled now.", in_flight),
+            Gauge("bertkit_open_connections", "Open client connections (--max-connections caps them).", connections),
             Gauge("bertkit_draining", "1 while the server is shutting down.", lambda: float(draining())),
             Gauge("bertkit_start_time_seconds", "Unix time the server started.", lambda: self._started),
         ]

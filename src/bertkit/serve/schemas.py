@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from bertkit.options import specs
+from bertkit.serve.settings import Settings
 from bertkit.tasks.base import Task
 
 STRICT = ConfigDict(extra="forbid", strict=True)
@@ -33,15 +34,21 @@ class Status(Body):
     status: str
 
 
-class Limits(Body):
-    max_batch_tokens: int
-    max_wait_ms: float
-    batching: bool
-    max_texts: int
-    max_chars: int
-    max_body_bytes: int
-    max_queue: int
-    api_key: bool = Field(description="whether requests need a key (the key itself is never shown)")
+def _limits_model() -> type[BaseModel]:
+    """/v1/model's `limits`: every public setting with its help, as the server resolved it (a default of None is filled in)."""
+    fields: dict[str, Any] = {}
+    for spec in specs(Settings):
+        if spec.name in Settings.NOT_PUBLIC:
+            continue
+        kinds = [a for a in typing.get_args(spec.annotation) if a is not type(None)] or [spec.annotation]
+        if spec.name == "api_key":
+            fields[spec.name] = (bool, Field(description="whether requests need a key (the key itself is never shown)"))
+        else:
+            fields[spec.name] = (kinds[0], Field(description=f"{spec.help} ({spec.flag})"))
+    return create_model("Limits", __config__=STRICT, **fields)
+
+
+Limits = _limits_model()
 
 
 class EmbeddingInfo(Body):

@@ -1,8 +1,8 @@
-"""The served tasks: prepare a request once, queue its sequences for batching, present the answer like the CLI's --json."""
+"""The served tasks: prepare a request once, refuse it if it costs too much, queue its sequences for batching, present the answer."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from bertkit.serve.batcher import Batcher, Closed, Overloaded, Worker
 from bertkit.serve.errors import ServeError
@@ -24,13 +24,16 @@ class Service:
         self.settings = settings or Settings()
         self.tasks = {t.name: t for t in (tasks if tasks is not None else registered())}
         self.max_batch_tokens = self.settings.max_batch_tokens or model.default_batch_tokens
+        # The default budget lets any request of plain texts through: only what multiplies sequences can exceed it.
+        self.max_request_tokens = self.settings.max_request_tokens or self.settings.max_texts * model.max_length
         self.worker = Worker()
         self.ready = False
         self.draining = False
         self.in_flight = 0
         self.paths: set[str] = set()  # the app's routes, so metrics can name known endpoints (set by create_app)
+        self.connections: Callable[[], int] = lambda: 0  # open connections, told by the runner (none in-process)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.metrics = Metrics(self.queue_depths, lambda: self.in_flight, lambda: self.draining)
+        self.metrics = Metrics(self.queue_depths, lambda: self.in_flight, lambda: self.draining, lambda: self.connections())
         self.batchers = {
             task.name: Batcher(task.name, self._runner(task), self.worker, self.max_batch_tokens,
                                self.settings.max_wait_ms / 1000, self.settings.batching, self.settings.max_queue,
@@ -87,7 +90,8 @@ class Service:
             "parameters": m.num_parameters(), "heads": list(m.network.heads), "labels": list(m.labels),
             "max_length": m.max_length, "sentence_transformers": sentence or None, "config": m.config.to_dict(),
             "endpoints": {f"/v1/{t}": ok for t, ok in self.available().items()},
-            "limits": self.settings.public() | {"max_batch_tokens": self.max_batch_tokens},
+            "limits": self.settings.public() | {"max_batch_tokens": self.max_batch_tokens,
+                                                "max_request_tokens": self.max_request_tokens},
             "embedding": {"dim": m.config.hidden_size, "max_length": embed_max_length(m),
                           "pooling": sentence.get("pooling", "mean"), "normalize": bool(sentence.get("normalize", False))},
         }
@@ -102,6 +106,7 @@ class Service:
         # Tokenizing a request of many long texts takes milliseconds: off the event loop, and only once.
         prepared = await asyncio.to_thread(prepare, task, self.model, texts, pairs, options)
         self._check_truncation(task, prepared, task.max_length(self.model, options), body.truncate)
+        self._check_cost(task, prepared, options)
         results = await self._submit(task, prepared, options) if task.uses_network and prepared.items else []
         return await asyncio.to_thread(self._present, task, prepared, results, options)
 
@@ -119,6 +124,21 @@ class Service:
                              + "; shorten it, or send \"truncate\": true to have it cut and flagged")
         if over:
             self.metrics.truncated.inc(len(over), endpoint=f"/v1/{task.name}")
+
+    def _check_cost(self, task: Task, prepared: Prepared, options: Any) -> None:
+        """Refuse a request whose model work or answer is over this server's limits, before any batch runs."""
+        tokens, budget = prepared.tokens, self.max_request_tokens
+        if tokens > budget:
+            raise ServeError(422, "limit_exceeded",
+                             f"this request would run {tokens:,} tokens ({len(prepared.items):,} sequences), over this "
+                             f"server's limit of {budget:,} per request ({self.settings.flag('max_request_tokens')}); "
+                             "send fewer or shorter texts (or fewer multi-piece targets, or a larger chunk stride)")
+        size, cap = task.answer_size(self.model, prepared, options), self.settings.max_answer_bytes
+        if size > cap:
+            raise ServeError(422, "limit_exceeded",
+                             f"the answer would take about {size:,} bytes, over this server's limit of {cap:,} "
+                             f"({self.settings.flag('max_answer_bytes')}); ask for less in one request (fewer texts, "
+                             "masks or candidates per mask (top_k), or sentences in a matrix)")
 
     async def _submit(self, task: Task, prepared: Prepared, options: Any) -> list:
         try:

@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from bertkit.model import Model
 
 
+# The most characters one float takes in a JSON answer (Python's repr of a float64, "-1.2345678901234567e-05", and a
+# comma), for answer_size estimates.
+JSON_NUMBER = 24
+
+
 def closed(shape: type) -> type:
     """Mark a response TypedDict as having exactly its keys (the server publishes additionalProperties: false)."""
     shape.__pydantic_config__ = {"extra": "forbid"}  # read by pydantic; no import of it needed here
@@ -69,6 +74,7 @@ class Prepared:
     documents: list[Document | None]  # per input; None where the row has a problem
     problems: list[str | None]  # per input: why it was not run (flagged rows only)
     plan: Plan = field(default_factory=Plan)  # the long-document settings in force
+    limit: int = 0  # tokens per sequence the model reads
     items: list[Item] = field(default_factory=list)
     state: Any = None
 
@@ -91,8 +97,8 @@ class Prepared:
         """Per input, how many sequences the model reads (1 unless chunked)."""
         return [len(d.windows) if d is not None else 0 for d in self.documents]
 
-    def warn(self, limit: int) -> None:
-        warn_truncated(self.truncated, limit)
+    def warn(self) -> None:
+        warn_truncated(self.truncated, self.limit)
 
     @property
     def tokens(self) -> int:
@@ -165,11 +171,12 @@ class Task:
         """Table tasks: output columns, one value per input row (None where the row was flagged)."""
         raise NotImplementedError(f"{self.name} does not write tables")
 
-    def answer_size(self, prepared: Prepared, options: Any) -> int:
+    def answer_size(self, model: "Model", prepared: Prepared, options: Any) -> int:
         """About how many bytes the JSON answer will take, known before any batch runs.
 
         A server refuses a request whose answer would be too big (--max-answer-bytes) before doing
-        the work; tasks whose answer can outgrow their input (candidates per mask, a matrix) say so here.
+        the work; tasks whose answer can outgrow their input (candidates per mask, a matrix, a vector
+        per text) say so here. The default allows a few numbers per token.
         """
         return 64 * (len(prepared.texts) + prepared.tokens)
 
@@ -231,7 +238,8 @@ def prepare(task: Task, model: "Model", texts: Any, pairs: Any, options: Any, fl
     plan = Plan.of(options, model.config.extra.get(SAVED), task.aggregations, task.name)
     firsts, seconds = task.arrange([texts[i] for i in valid], [pairs[i] for i in valid] if pairs is not None else None,
                                    options)
-    found = documents(model, firsts, seconds, task.max_length(model, options), plan, task.window_segment)
+    tokens = limit(task, model, options, plan)
+    found = documents(model, firsts, seconds, tokens, plan, task.window_segment)
     docs: list[Document | None] = [None] * len(texts)
     for i, doc in zip(valid, found):
         problem = no_tokens_problem(doc.windows[0]) if flag else None
@@ -239,9 +247,17 @@ def prepare(task: Task, model: "Model", texts: Any, pairs: Any, options: Any, fl
             problems[i] = problem
         else:
             docs[i] = doc
-    prepared = Prepared(texts, pairs, docs, problems, plan)
+    prepared = Prepared(texts, pairs, docs, problems, plan, tokens)
     task.prepare(model, prepared, options)
     return prepared
+
+
+def limit(task: Task, model: "Model", options: Any, plan: Plan) -> int:
+    """Tokens per sequence: the task's limit, within the window the model was trained on unless a length was asked for."""
+    own = task.max_length(model, options)
+    if plan.window and getattr(options, "max_length", None) is None:
+        return min(own, plan.window)
+    return own
 
 
 def documents(model: "Model", texts: list[str], pairs: list[str] | None, limit: int, plan: Plan,
@@ -272,6 +288,6 @@ def run_task(task: Task, model: "Model", texts: Any, pairs: Any = None, batch_to
     """The whole task for a Python caller: options checked, inputs prepared, batches run, answer presented."""
     opts = make_options(task, options)
     prepared = prepare(task, model, texts, pairs, opts)
-    prepared.warn(task.max_length(model, opts))
+    prepared.warn()
     results = execute(task, model, prepared, opts, batch_tokens)
     return task.present(model, prepared, results, opts)

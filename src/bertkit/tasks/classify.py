@@ -12,7 +12,7 @@ import torch
 from bertkit.batching import Batch
 from bertkit.errors import BertkitError
 from bertkit.options import option
-from bertkit.tasks.base import Head, Item, Prepared, Task, closed
+from bertkit.tasks.base import JSON_NUMBER, Head, Item, Prepared, Task, closed
 from bertkit.windows import LongOptions, weights
 
 if TYPE_CHECKING:
@@ -89,6 +89,11 @@ class Predict(Task):
 
     def payload(self, answer: list[dict], prepared: Prepared, options: Any) -> list[dict]:
         return [{"text": t if isinstance(t, str) else None, **r} for t, r in zip(prepared.texts, answer)]
+
+    def answer_size(self, model: "Model", prepared: Prepared, options: Any) -> int:
+        # Every label's score per row, and (multi-label) the labels over the threshold: many labels, a big answer.
+        per_label = sum(len(name) + JSON_NUMBER + 8 for name in model.labels)
+        return sum(len(t) if isinstance(t, str) else 0 for t in prepared.texts) + len(prepared.texts) * (2 * per_label + 120)
 
     def human(self, payload: list[dict], prepared: Prepared) -> str:
         lines = []

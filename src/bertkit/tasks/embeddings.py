@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from bertkit.batching import Batch
 from bertkit.options import option
 from bertkit.paths import output_file
-from bertkit.tasks.base import Item, Prepared, Task, closed
+from bertkit.tasks.base import JSON_NUMBER, Item, Prepared, Task, closed
 from bertkit.windows import LongOptions, weights
 
 if TYPE_CHECKING:
@@ -103,6 +103,10 @@ class Embed(Task):
     def payload(self, answer: np.ndarray, prepared: Prepared, options: Any) -> dict:
         return embeddings_payload(answer) | {"truncated": prepared.truncated, "windows": prepared.windows,
                                              "strategy": prepared.strategy}
+
+    def answer_size(self, model: "Model", prepared: Prepared, options: Any) -> int:
+        # One vector of hidden-size numbers per text, however short: a word can ask for 384 numbers or more.
+        return len(prepared.texts) * (model.config.hidden_size * JSON_NUMBER + 16) + 64
 
     def human(self, payload: dict, prepared: Prepared) -> str:
         vectors = np.asarray(payload["embeddings"], dtype=np.float32).reshape(-1, payload["dim"])

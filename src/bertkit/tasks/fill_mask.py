@@ -12,13 +12,13 @@ import torch
 from bertkit.batching import Batch
 from bertkit.errors import BertkitError, OptionError
 from bertkit.options import option
-from bertkit.tasks.base import Head, Item, Prepared, Task, closed
+from bertkit.tasks.base import JSON_NUMBER, Head, Item, Prepared, Task, closed
 from bertkit.windows import Document, LongOptions, best_window
 
 if TYPE_CHECKING:
     from bertkit.model import Model
 
-# Per text, a list per [MASK] of ranked candidates: {"token", "id", "score", "sequence", ...}.
+# Per text, a list per [MASK] of ranked candidates {"token", "id", "score", ...}, with `.filled` (see Filled).
 FillMaskResult = list[list[dict]]
 
 
@@ -62,12 +62,15 @@ class _Plan:
     targets: list[_Target] | None
 
 
+# {"token":"","id":30521,"score":...} without the token itself: what one candidate costs an answer, in bytes.
+CANDIDATE_BYTES = 32 + JSON_NUMBER
+
+
 @closed
 class Candidate(TypedDict, total=False):
     token: str
     id: Optional[int]
     score: float
-    sequence: str
     target: str
     pieces: list[str]
     ids: list[int]
@@ -77,12 +80,13 @@ class Candidate(TypedDict, total=False):
 @closed
 class FillMaskRow(TypedDict):
     text: str
+    filled: str  # the text with every [MASK] replaced by its best candidate
     masks: list[list[Candidate]]
     truncated: int
 
 
 class FillMask(Task):
-    """For every text, for every [MASK] in it, the ranked candidates `{token, id, score, sequence}`.
+    """For every text, for every [MASK] in it, the ranked candidates `{token, id, score}`, and the text `filled` with the best.
 
     Without `targets`, the `top_k` most probable vocabulary entries (score = softmax probability).
     With `targets`, every target word is scored and ranked (`top_k` is not applied). A target that
@@ -164,11 +168,22 @@ class FillMask(Task):
                 per_mask = [sorted((_target_row(model, target, _log_prob(plan, results, i, j, t))
                                     for t, target in enumerate(plan.targets)), key=lambda r: -r["score"])
                             for j in range(len(masks))]
-            answers.append(_with_sequences(text, [mask.span for mask in masks], per_mask))
+            answers.append(Filled(per_mask, fill(text, [mask.span for mask in masks], per_mask)))
         return answers
 
     def payload(self, answer: list[FillMaskResult], prepared: Prepared, options: Any) -> list[dict]:
-        return [{"text": t, "masks": r, "truncated": n} for t, r, n in zip(prepared.texts, answer, prepared.truncated)]
+        return [{"text": t, "filled": r.filled, "masks": list(r), "truncated": n}
+                for t, r, n in zip(prepared.texts, answer, prepared.truncated)]
+
+    def answer_size(self, model: "Model", prepared: Prepared, options: FillMaskOptions) -> int:
+        # Masks x candidates: a text of 500 [MASK]s with top_k 1000 would answer half a million candidates.
+        plan: _Plan = prepared.state
+        if plan.targets is None:
+            per_mask = min(options.top_k, model.config.vocab_size) * (CANDIDATE_BYTES + 20)  # tokens are short
+        else:
+            per_mask = sum(2 * CANDIDATE_BYTES + 2 * len(t.word) + sum(len(p) + 12 for p in t.pieces) for t in plan.targets)
+        masks = sum(len(m) for m in plan.masks)
+        return sum(2 * len(t) + 100 for t in prepared.texts) + masks * per_mask  # the text and `filled`, then the masks
 
     def human(self, payload: list[dict], prepared: Prepared) -> str:
         lines = []
@@ -177,6 +192,7 @@ class FillMask(Task):
             for j, cands in enumerate(row["masks"]):
                 shown = "  ".join(f"{c['token']} {c['score']:.4g}" for c in cands)
                 lines.append(f"  mask {j + 1}: {shown}")
+            lines.append(f"  filled: {row['filled']}")
         return "\n".join(lines)
 
 
@@ -260,14 +276,25 @@ def _target_row(model: "Model", target: _Target, log_prob: float) -> dict:
 
 
 # -- presenting --------------------------------------------------------------------------------
-def _with_sequences(text: str, spans: list[tuple[int, int]], per_mask: list[list[dict]]) -> list[list[dict]]:
-    """Add `sequence`: the text with this one [MASK] replaced by the candidate (other masks stay)."""
-    for (start, end), rows in zip(spans, per_mask):
-        for row in rows:
-            word = row["token"]
-            before = text[:start]
-            if word.startswith("##"):  # a continuation piece glues onto the word before it
-                word, before = word[2:], before.rstrip(" ")
-            row["sequence"] = before + word + text[end:]
-    return per_mask
+class Filled(list):
+    """One text's answer: a ranked list of candidates per [MASK] (indexed as before), and `filled`, the text with
+    every [MASK] replaced by its best candidate: one string per text, so the answer grows with masks x candidates,
+    never with masks x candidates x the text's length."""
 
+    def __init__(self, per_mask: list[list[dict]], filled: str) -> None:
+        super().__init__(per_mask)
+        self.filled = filled
+
+
+def fill(text: str, spans: list[tuple[int, int]], per_mask: list[list[dict]]) -> str:
+    """`text` with each [MASK] (its character span) replaced by the first of its candidates."""
+    pieces, done = [], 0
+    for (start, end), rows in sorted(zip(spans, per_mask), key=lambda pair: pair[0]):
+        if not rows:
+            continue
+        word, before = rows[0]["token"], text[done:start]
+        if word.startswith("##"):  # a continuation piece glues onto the word before it
+            word, before = word[2:], before.rstrip(" ")
+        pieces += [before, word]
+        done = end
+    return "".join(pieces) + text[done:]

@@ -83,7 +83,7 @@ class Rerank(Task):
     def human(self, payload: list[dict], prepared: Prepared) -> str:
         return "\n".join(f"{r['score']:8.4f}  #{r['index']:<4} {prepared.texts[r['index']][:80]}" for r in payload)
 
-    def answer_size(self, prepared: Prepared, options: Any) -> int:
+    def answer_size(self, model: "Model", prepared: Prepared, options: Any) -> int:
         return 64 * len(prepared.texts) + (sum(len(t) for t in prepared.texts) if options.return_text else 0)
 
 

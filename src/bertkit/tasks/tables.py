@@ -40,7 +40,7 @@ def run_table(task: Task, model: "Model", frame: pd.DataFrame, text_column_name:
     column = text_column(frame, text_column_name)
     pairs = frame[text_column(frame, pair_column, "pair", "pair_column")].tolist() if pair_column else None
     prepared = prepare(task, model, frame[column].tolist(), pairs, opts, flag=True)
-    prepared.warn(task.max_length(model, opts))
+    prepared.warn()
     results = execute(task, model, prepared, opts, batch_tokens)
     out = frame.reset_index(drop=True).copy()
     columns = task.columns(model, prepared, results, opts)

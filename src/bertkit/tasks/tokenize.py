@@ -68,6 +68,11 @@ class Tokenize(Task):
             rows.append({"text": text, **encoding.to_dict(), "windows": spans})
         return rows
 
+    def answer_size(self, model: "Model", prepared: Prepared, options: Any) -> int:
+        # Per token its piece, id, offsets, word id, type id and special flag: under chunk, the whole text's tokens.
+        shown = self.present(model, prepared, [], options)
+        return sum(len(t) + 100 + sum(len(piece) + 40 for piece in e.tokens) for t, e in zip(prepared.texts, shown))
+
     def human(self, payload: list[dict], prepared: Prepared) -> str:
         lines = []
         for row in payload:

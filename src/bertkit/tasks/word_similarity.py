@@ -13,7 +13,7 @@ import torch
 from bertkit.batching import Batch
 from bertkit.errors import BertkitError, OptionError
 from bertkit.options import REQUIRED, option
-from bertkit.tasks.base import Item, Prepared, Task, closed
+from bertkit.tasks.base import JSON_NUMBER, Item, Prepared, Task, closed
 from bertkit.tokenizer import Encoding, Tokenizer
 from bertkit.windows import LongOptions, best_window
 
@@ -211,6 +211,14 @@ class Similarity(Task):
 
     def payload(self, answer, prepared: Prepared, options: Any) -> dict:
         return answer.to_dict() | {"truncated": prepared.truncated}
+
+    def answer_size(self, model: "Model", prepared: Prepared, options: SimilarityOptions) -> int:
+        # A matrix is n x n cosines, twice (contextual and static): it grows with the square of the sentences sent.
+        n = len(prepared.texts)
+        cells = 2 * n * n * JSON_NUMBER if options.matrix else 2 * JSON_NUMBER
+        # Each sentence comes back with its label, its word's pieces and every occurrence (at most one per token).
+        tokens = [len(d.full.ids if d.full is not None else d.windows[0].ids) for d in prepared.documents]
+        return cells + sum(len(t) + 300 + 10 * k for t, k in zip(prepared.texts, tokens))
 
     def human(self, payload: dict, prepared: Prepared) -> str:
         return _human_matrix(payload) if "matrix" in payload else _human_pair(payload)
