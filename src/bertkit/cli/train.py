@@ -6,11 +6,19 @@ import argparse
 from bertkit.cli.common import add_json_arg, add_model_args, emit
 from bertkit.options import add_flags, from_args, specs
 from bertkit.train.arguments import EvaluateOptions, TrainArguments
-from bertkit.train.config import TrainConfig
+from bertkit.train.config import LONG_OPTIONS, TrainConfig
 from bertkit.train.launch import ParallelOptions, SessionOptions
 
 # Shown under "evaluation and checkpoints" rather than "optimisation" in the help.
 CHECKPOINT_GROUP = ("metric", "patience", "eval_every", "save_every", "log_every", "keep_checkpoints")
+LONG_HELP = ("texts longer than --max-length tokens: cut (truncate, head+tail: training reads the tokens kept) or read "
+             "whole in windows (chunk: each window trains with its document's label, and evaluation aggregates each "
+             "document's windows); the model keeps the choice, and predict and evaluate use it by default")
+
+
+def _only(cls: type, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The option names of `cls` other than `names` (what add_flags should skip to show just those)."""
+    return tuple(s.name for s in specs(cls) if s.name not in names)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,10 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "with metrics.json, metrics.jsonl, plots and training_record.json.")
     # suppress: a flag not given stays absent, so --resume can tell it from the saved run's value.
     add_flags(p.add_argument_group("model and data"), TrainArguments, suppress=True)
-    add_flags(p.add_argument_group("optimisation"), TrainConfig, skip=CHECKPOINT_GROUP, suppress=True)
-    g = p.add_argument_group("evaluation and checkpoints")
-    add_flags(g, TrainConfig, skip=tuple(s.name for s in specs(TrainConfig) if s.name not in CHECKPOINT_GROUP),
+    add_flags(p.add_argument_group("optimisation"), TrainConfig, skip=CHECKPOINT_GROUP + LONG_OPTIONS, suppress=True)
+    add_flags(p.add_argument_group("long documents", LONG_HELP), TrainConfig, skip=_only(TrainConfig, LONG_OPTIONS),
               suppress=True)
+    g = p.add_argument_group("evaluation and checkpoints")
+    add_flags(g, TrainConfig, skip=_only(TrainConfig, CHECKPOINT_GROUP), suppress=True)
     add_flags(g, SessionOptions, suppress=True)
     g = p.add_argument_group("data-parallel training",
                              "--batch-size and --batch-tokens are global: each of N processes trains on 1/N of every "
@@ -35,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a trained classifier on labelled data")
     add_model_args(p, default=None, runs_network=False)
     p.add_argument("--data", required=True, help="CSV/TSV/JSONL/Parquet file or built-in dataset")
-    add_flags(p, EvaluateOptions)
+    add_flags(p, EvaluateOptions, skip=LONG_OPTIONS)
+    add_flags(p.add_argument_group("long documents", "how texts longer than --max-length are read (default: as the "
+                                                     "model was trained); metrics are per document"),
+              EvaluateOptions, skip=_only(EvaluateOptions, LONG_OPTIONS))
     p.add_argument("--output-dir", default=None, help="write evaluation.json, predictions.jsonl and confusion_matrix.png here")
     add_json_arg(p)
     p.set_defaults(func=evaluate)
@@ -57,9 +69,9 @@ def train(args: argparse.Namespace) -> int:
     def human(p: dict) -> str:
         lines = []
         if p["metrics"]:
-            lines += [f"evaluation ({p['metrics']['n']} examples, step {p['metrics']['step']}):", format_report(p["metrics"])]
+            lines += [f"evaluation ({_size(p['metrics'])}, step {p['metrics']['step']}):", format_report(p["metrics"])]
         if p["test_metrics"]:
-            lines += ["", f"test ({p['test_metrics']['n']} examples):", format_report(p["test_metrics"])]
+            lines += ["", f"test ({_size(p['test_metrics'])}):", format_report(p["test_metrics"])]
         t = p["timings"]
         lines += ["", f"{p['steps']} steps in {t['train_s']:.1f}s training ({t['examples_per_s']:.1f} examples/s) "
                       f"+ {t['eval_s']:.1f}s evaluation" + ("; stopped early" if p["stopped_early"] else ""),
@@ -80,13 +92,19 @@ def evaluate(args: argparse.Namespace) -> int:
 
     def human(r: dict) -> str:
         where = f" (split {r['split']})" if r["split"] else ""
-        lines = [f"{r['model']} on {r['data']}{where}", format_report(r)]
+        lines = [f"{r['model']} on {r['data']}{where}: {_size(r)}", format_report(r)]
         if args.output_dir:
             lines.append(f"report written to {args.output_dir} (evaluation.json, predictions.jsonl, confusion_matrix.png)")
         return "\n".join(lines)
 
     emit(args, report, human)
     return 0
+
+
+def _size(report: dict) -> str:
+    """How many examples a report scored, and in how many windows when long documents were chunked."""
+    windows = report.get("windows")
+    return f"{report['n']} examples" + (f" in {windows} windows" if windows not in (None, report["n"]) else "")
 
 
 def datasets(args: argparse.Namespace) -> int:

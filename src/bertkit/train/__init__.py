@@ -1,6 +1,6 @@
 """Training: trainer, optimisation blocks, metrics and plots."""
 from bertkit.train.arguments import EvaluateOptions, TrainArguments
-from bertkit.train.batches import BatchStream, encode_dataset, seed_everything, stratified_subset
+from bertkit.train.batches import BatchStream, Windows, encode_dataset, seed_everything, stratified_subset, window_dataset
 from bertkit.train.loop import balanced_class_weights, classification_loss, predict_logits, train_step
 from bertkit.train.optim import clip_gradients, linear_warmup_decay, make_optimizer, param_groups, warmup_steps_for
 from bertkit.train.recipes import NOTEBOOK_EXAMPLES, demo_finetune, evaluate_model, finetune
@@ -9,8 +9,9 @@ from bertkit.train.trainer import Trainer, TrainConfig, TrainResult, report_from
 
 __all__ = [
     "BatchStream", "EvaluateOptions", "NOTEBOOK_EXAMPLES", "TrainArguments", "TrainConfig", "TrainResult", "Trainer",
+    "Windows",
     "balanced_class_weights", "classification_loss", "clip_gradients", "demo_finetune", "encode_dataset", "evaluate_model", "finetune",
     "latest_checkpoint", "linear_warmup_decay", "load_training_state", "make_optimizer", "param_groups",
     "predict_logits", "report_from_logits", "rng_state", "save_checkpoint", "seed_everything",
-    "set_rng_state", "stratified_subset", "train_step", "warmup_steps_for",
+    "set_rng_state", "stratified_subset", "train_step", "warmup_steps_for", "window_dataset",
 ]

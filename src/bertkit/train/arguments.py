@@ -8,7 +8,7 @@ from typing import Any, Literal, Union
 from bertkit.errors import OptionError
 from bertkit.model import Model
 from bertkit.options import Options, check, option
-from bertkit.train.config import MIN_LENGTH
+from bertkit.train.config import MIN_LENGTH, LongSettings
 
 # Data: a file or a built-in dataset name (all the command line can pass) or, from Python, a DataFrame,
 # a Hugging Face dataset or a TextDataset. `object` lets those through; load_dataset says what it cannot read.
@@ -85,13 +85,15 @@ class TrainArguments(DataColumns, _ModelAndData):
 
 
 @dataclass
-class EvaluateOptions(DataColumns):
-    """How `evaluate_model` (and `bertkit evaluate`) scores a classifier: which rows, how long, which threshold."""
+class EvaluateOptions(DataColumns, LongSettings):
+    """How `evaluate_model` (and `bertkit evaluate`) scores a classifier: which rows, how long, which threshold, and
+    how long documents are read (by default as the model was trained)."""
 
     split: Literal["train", "eval", "test"] | None = option(
         None, "only the rows of this split of the model's training run (from its split.json)")
     limit: int | None = option(None, "a stratified subset of exactly N examples (at least one per class)", ge=1)
-    max_length: int | None = option(None, "truncate to N tokens", ge=MIN_LENGTH, default_help="the training run's")
+    max_length: int | None = option(None, "tokens per sequence (the window length under --long chunk)", ge=MIN_LENGTH,
+                                    default_help="the training run's")
     batch_tokens: int | None = option(None, "token budget per batch", ge=1, default_help="the model's")
     threshold: float | None = option(None, "multi-label decision threshold", gt=0, lt=1, default_help="the model's")
 

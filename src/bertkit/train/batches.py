@@ -1,7 +1,9 @@
-"""Training data as batches: one seed for everything, encode once, a seeded length-bucketed plan per epoch, packed Batches."""
+"""Training data as batches: one seed, each text encoded once as its windows, a seeded length-bucketed plan per epoch."""
 from __future__ import annotations
 
+import itertools
 import random
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -12,7 +14,9 @@ from bertkit.data import TextDataset
 from bertkit.errors import BertkitError, OptionError
 from bertkit.inputs import warn_truncated
 from bertkit.model import Model
+from bertkit.tasks.base import documents
 from bertkit.tokenizer import Encoding
+from bertkit.windows import Document, Plan
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -72,11 +76,53 @@ def _proportional(counts: np.ndarray, n: int) -> np.ndarray:
     return take
 
 
-def encode_dataset(model: Model, dataset: TextDataset, max_length: int | None = None) -> list[Encoding]:
-    """Tokenize a dataset once (texts and pairs), truncating to `max_length` and saying how many were cut."""
-    encodings = model.tokenize(dataset.texts, dataset.text_pairs, max_length=max_length)
-    warn_truncated(encodings, min(max_length or model.max_length, model.max_length))
-    return encodings
+@dataclass
+class Windows:
+    """A dataset as the sequences the model reads: every document's windows, document after document.
+
+    Under `long="chunk"` a text longer than the window becomes several sequences, each a training
+    example with its document's label; otherwise each text is one sequence.
+    """
+
+    documents: list[Document]
+    labels: Sequence | None = None  # per document
+    encodings: list[Encoding] = field(init=False)  # every window, in document order
+    owners: list[int] = field(init=False)  # the document each window comes from
+    bounds: list[int] = field(init=False)  # document d's windows are encodings[bounds[d]:bounds[d + 1]]
+
+    def __post_init__(self) -> None:
+        self.encodings = [w for d in self.documents for w in d.windows]
+        self.owners = [i for i, d in enumerate(self.documents) for _ in d.windows]
+        self.bounds = [0, *itertools.accumulate(len(d.windows) for d in self.documents)]
+
+    @property
+    def window_labels(self) -> list | None:
+        """Each window's label: its document's."""
+        return [self.labels[i] for i in self.owners] if self.labels is not None else None
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+
+def window_dataset(model: Model, dataset: TextDataset, max_length: int | None = None,
+                   plan: Plan | None = None) -> Windows:
+    """Tokenize a dataset once and cut each text (and pair) into the windows `plan` asks for, `max_length` tokens each.
+
+    `plan` defaults to the tokenizer's own cut of the text's end, whatever the model's saved plan is
+    (training says which plan it uses). Texts cut short are counted in a warning.
+    """
+    limit = min(max_length or model.max_length, model.max_length)
+    docs = documents(model, list(dataset.texts), list(dataset.text_pairs) if dataset.text_pairs is not None else None,
+                     limit, plan if plan is not None else Plan())
+    warn_truncated([d.unseen for d in docs], limit)
+    return Windows(docs, dataset.labels)
+
+
+def encode_dataset(model: Model, dataset: TextDataset, max_length: int | None = None,
+                   plan: Plan | None = None) -> list[Encoding]:
+    """Tokenize a dataset once (texts and pairs), truncating to `max_length` and saying how many were cut; under a
+    chunk `plan`, every window of every text in order (`window_dataset` says which text each is from)."""
+    return window_dataset(model, dataset, max_length, plan).encodings
 
 
 class BatchStream:

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Mapping
 
 from bertkit.options import Options, check, option, specs
+from bertkit.windows import LongOptions
 
 Metric = Literal["macro_f1", "accuracy", "loss", "micro_f1"]
 LOWER_IS_BETTER = frozenset({"loss"})  # every other metric is a score: higher is better
@@ -17,8 +19,29 @@ def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
+def _thawed(frozen: type, name: str) -> type:
+    """An option dataclass with `frozen`'s fields, declarations and all, that instances may assign to.
+
+    A dataclass that is not frozen cannot inherit from a frozen one, and the tasks' option classes
+    (LongOptions) are frozen while the training ones are not; this copies the fields rather than
+    restating them.
+    """
+    hints = typing.get_type_hints(frozen)
+    made = dataclasses.make_dataclass(name, [
+        (f.name, hints[f.name], dataclasses.field(default=f.default, metadata=f.metadata, kw_only=f.kw_only))
+        for f in dataclasses.fields(frozen)], bases=(Options,))
+    made.__module__ = __name__
+    made.__doc__ = frozen.__doc__
+    return made
+
+
+# The long-document options (--long, --side, --head, --stride, --aggregate, --max-windows) of training and evaluation.
+LongSettings = _thawed(LongOptions, "LongSettings")
+LONG_OPTIONS = tuple(s.name for s in specs(LongOptions))
+
+
 @dataclass
-class TrainConfig(Options):
+class TrainConfig(LongSettings):
     """How a training run trains; all but RESUMABLE_CHANGES decide what it computes, and so must match on resume."""
 
     epochs: int = option(3, "passes over the training data", ge=1)
@@ -28,7 +51,9 @@ class TrainConfig(Options):
     batch_size: int | None = option(None, "sequences per batch", ge=1,
                                     default_help=f"{DEFAULT_BATCH_SIZE} unless --batch-tokens")
     batch_tokens: int | None = option(None, "token budget per batch (batch size x longest sequence)", ge=1)
-    max_length: int | None = option(256, "truncate texts to N tokens; the count is reported", ge=MIN_LENGTH)
+    max_length: int | None = option(256, "tokens per sequence: a longer text is cut (--long truncate, head+tail; "
+                                         "the count is reported) or read in windows this long (--long chunk)",
+                                    ge=MIN_LENGTH)
     bucket_size: int = option(64, "batches' worth of examples grouped by length before shuffling; 0 = random batches",
                               ge=0)
     warmup_ratio: float = option(0.1, "share of steps with linear warm-up", ge=0, lt=1)

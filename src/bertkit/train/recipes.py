@@ -17,12 +17,15 @@ from bertkit.model import Model, load
 from bertkit.paths import output_folder
 from bertkit.train import distributed
 from bertkit.train.arguments import EvaluateOptions, TrainArguments, split_keywords
-from bertkit.train.batches import BatchStream, encode_dataset, seed_everything, stratified_subset
+from bertkit.tasks.classify import Predict
+from bertkit.train.batches import BatchStream, Windows, seed_everything, stratified_subset, window_dataset
 from bertkit.train.config import TrainConfig
 from bertkit.train.jsonout import finite, jsonl, write_json
 from bertkit.train.loop import predict_logits
 from bertkit.train.record import command_line
-from bertkit.train.trainer import CHECKPOINTS, RUN_FILES, Trainer, TrainResult, report_from_logits
+from bertkit.train.trainer import (CHECKPOINTS, EVAL_LOSS, RUN_FILES, Trainer, TrainResult, document_scores,
+                                   report_from_scores)
+from bertkit.windows import SAVED, Plan
 
 NOTEBOOK_EXAMPLES = (
     "I loved this movie! The acting was great and the plot was amazing.",
@@ -49,7 +52,9 @@ def finetune(
 
     `options` are the fields of TrainArguments (how the data are read, split and checked: text_column=,
     label_column=, eval_data=, test_size=, limit=, strict=, ...) and of TrainConfig (epochs=, lr=,
-    batch_size=, ...; they override `config`), with the defaults and meanings declared there. Without
+    batch_size=, long=, stride=, aggregate=, ...; they override `config`), with the defaults and meanings
+    declared there. Under long="chunk" the documents are split first and then cut into windows that
+    train with their document's label; evaluation is per document. Without
     `eval_data`, a seeded stratified `test_size` split of `data` is held out for evaluation. The splits
     are checked (single class, missing classes, label-sorted rows, texts shared between splits): each
     problem is a warning, or an error with `strict`.
@@ -225,10 +230,12 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Score a trained classifier on labelled data; labels are mapped through the model's label names.
 
-    `overrides` are EvaluateOptions fields (text_column=, split=, limit=, threshold=, ...). `split`
+    `overrides` are EvaluateOptions fields (text_column=, split=, limit=, threshold=, long=, ...). `split`
     ("train", "eval", "test") picks the rows of that split of the model's training run from the same
-    data (read from the model's split.json). With `output_dir`, writes evaluation.json,
-    predictions.jsonl and confusion_matrix.png there. NaN or infinite numbers are reported as None.
+    data (read from the model's split.json). Long texts are read as the model was trained (its saved
+    long-document plan) unless `long=` and its companions say otherwise; the metrics are per document
+    and the loss is the windows' mean. With `output_dir`, writes evaluation.json, predictions.jsonl
+    and confusion_matrix.png there. NaN or infinite numbers are reported as None.
     """
     opts = dataclasses.replace(options, **overrides) if options is not None else EvaluateOptions(**overrides)
     folder = Path(output_dir) if output_dir is not None else None
@@ -261,17 +268,20 @@ def _evaluate(model: str | os.PathLike | Model, data: Any, opts: EvaluateOptions
     ds = _select_split(model, ds, opts.split)
     if opts.limit is not None:
         ds = stratified_subset(ds, opts.limit, seed=0, param="limit")
-    encodings = encode_dataset(model, ds, max_length)
-    stream = BatchStream(encodings, ds.labels, batch_tokens=opts.batch_tokens or model.default_batch_tokens,
-                         shuffle=False, device=model.device)
+    plan = Plan.of(opts, model.config.extra.get(SAVED), Predict.aggregations, "evaluate")
+    windows = window_dataset(model, ds, max_length, plan)
+    stream = BatchStream(windows.encodings, windows.window_labels, shuffle=False, device=model.device,
+                         batch_tokens=opts.batch_tokens or model.default_batch_tokens)
     t = time.perf_counter()
     logits, loss = predict_logits(model.network, stream)
-    report = report_from_logits(logits, ds.labels, model.labels, loss, multi, threshold)
+    scores = document_scores(logits, windows, multi, plan.aggregate, threshold)
+    report = report_from_scores(scores, ds.labels, model.labels, loss, multi, threshold)
     # A broken checkpoint (NaN weights) gives a NaN loss: reported as None, which JSON can hold.
     report = finite({"model": str(model.source), "data": ds.source, "split": opts.split, "n": len(ds), **report,
+                     "windows": len(windows.encodings), "long_document": plan.saved(), "eval_loss": EVAL_LOSS,
                      "seconds": round(time.perf_counter() - t, 3)})
     if output_dir is not None:
-        _write_evaluation(output_dir, report, ds, logits, model.labels, multi, threshold)
+        _write_evaluation(output_dir, report, ds, windows, scores, model.labels, multi, threshold)
     return report
 
 
@@ -299,14 +309,11 @@ def _select_split(model: Model, ds: TextDataset, split: str | None) -> TextDatas
     return ds.subset(i for i, r in enumerate(ds.row_ids) if r in wanted)
 
 
-def _write_evaluation(folder: Path, report: dict, ds: TextDataset, logits, label_names: list[str], multi: bool,
-                      threshold: float) -> None:
-    import torch
-
+def _write_evaluation(folder: Path, report: dict, ds: TextDataset, windows: Windows, probs, label_names: list[str],
+                      multi: bool, threshold: float) -> None:
     from bertkit.train.plots import plot_confusion_matrix
 
     write_json(folder / "evaluation.json", report)
-    probs = torch.sigmoid(logits) if multi else torch.softmax(logits, dim=1)
     rows = []
     for i in range(len(ds)):
         p = probs[i].tolist()
@@ -314,9 +321,10 @@ def _write_evaluation(folder: Path, report: dict, ds: TextDataset, logits, label
             true = [label_names[j] for j, v in enumerate(ds.labels[i]) if v]
             pred = [label_names[j] for j, v in enumerate(p) if v >= threshold]
         else:
-            true, pred = label_names[ds.labels[i]], label_names[int(logits[i].argmax())]
+            true, pred = label_names[ds.labels[i]], label_names[int(probs[i].argmax())]
         rows.append({"row": ds.row_ids[i], "text": ds.texts[i], "label": true, "predicted": pred,
-                     "correct": true == pred, "scores": finite(dict(zip(label_names, [round(x, 6) for x in p])))})
+                     "correct": true == pred, "scores": finite(dict(zip(label_names, [round(x, 6) for x in p]))),
+                     "windows": len(windows.documents[i].windows)})
     text = jsonl(rows)
     atomic_write(folder / "predictions.jsonl", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     if report.get("confusion_matrix"):

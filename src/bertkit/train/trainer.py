@@ -1,4 +1,12 @@
-"""Trainer: fit a classifier with the training blocks, evaluate, keep the best, checkpoint, resume, and write the run folder."""
+"""Trainer: fit a classifier with the training blocks, evaluate, keep the best, checkpoint, resume, and write the run folder.
+
+Long documents (`long=` in TrainConfig, resolved against the base model's saved plan): the texts of
+each split are cut into windows after the split is made, so a document's windows never straddle
+two splits. Under `chunk` every window is a training example carrying its document's label;
+evaluation scores each window, aggregates each document's window probabilities as predict does
+(`classify.aggregate`), and computes the metrics per document. The saved model records the plan,
+so predict and evaluate use it by default.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +31,8 @@ from bertkit.errors import BertkitError, OptionError
 from bertkit.model import Model
 from bertkit.train import distributed
 from bertkit.train import state as ckpt
-from bertkit.train.batches import BatchStream, encode_dataset, seed_everything
+from bertkit.tasks.classify import Predict, _scores, aggregate
+from bertkit.train.batches import BatchStream, Windows, seed_everything, window_dataset
 from bertkit.train.config import Metric, TrainConfig, defaults, higher_is_better, resume_conflicts
 from bertkit.train.jsonout import finite, jsonl, write_json
 from bertkit.train.loop import balanced_class_weights, predict_logits, train_step
@@ -32,6 +41,7 @@ from bertkit.train.optim import linear_warmup_decay, make_optimizer, warmup_step
 from bertkit.train.parallel import DataParallel, check_world_size, predict_logits_sharded, seed_rank
 from bertkit.train.record import describe_split, device_info, library_versions
 from bertkit.train.state import RunState
+from bertkit.windows import SAVED, Document, Plan, weights
 
 CHECKPOINTS = "checkpoints"
 RUN_FILES = ("metrics.json", "metrics.jsonl", "training_record.json", "training_curves.png",
@@ -41,6 +51,9 @@ RUN_FILES = ("metrics.json", "metrics.jsonl", "training_record.json", "training_
 # one CPU core: beyond this many a run would sit silent before its first step, so it is refused instead.
 MAX_PLANNED_EXAMPLES = 2_000_000
 NEVER = 2**62  # "no step yet" for the step at which training first went non-finite
+# What an evaluation report's loss is when documents are read in several windows (written beside the metrics).
+EVAL_LOSS = ("the mean loss over the evaluation windows, each against its document's label; every other metric is "
+             "per document, from its windows' probabilities aggregated as long_document.aggregate says")
 
 
 def planned_steps(config: TrainConfig, stream: BatchStream) -> int:
@@ -160,6 +173,10 @@ class Trainer:
         if self.config.metric == "micro_f1" and not self.multi_label:
             others = ", ".join(m for m in typing.get_args(Metric) if m != "micro_f1")
             raise OptionError("metric", f"micro_f1 is for multi-label data; use one of {others}")
+        # The run's options, else the base model's training plan, else the defaults; read before it is replaced.
+        self.plan = dataclasses.replace(Plan.of(self.config, model.config.extra.get(SAVED), Predict.aggregations, "train"),
+                                        window=self.config.max_length)
+        self.window_counts: dict[str, int] = {}  # sequences per split, filled as each is cut into windows
         self._ensure_head()
 
     # -- setup ------------------------------------------------------------------------------------
@@ -177,27 +194,44 @@ class Trainer:
         network.config.problem_type = problem
         if self.multi_label:
             network.config.extra["multi_label_threshold"] = self.config.threshold
+        # What predict and evaluate use by default, the window length included (a text is read as in training).
+        network.config.extra[SAVED] = self.plan.saved()
 
     @property
     def device(self) -> torch.device:
         return self.model.device
 
-    def _eval_stream(self, data: TextDataset) -> BatchStream:
-        encodings = encode_dataset(self.model, data, self.config.max_length)
-        return BatchStream(encodings, data.labels, batch_tokens=self.config.eval_batch_tokens or self.model.default_batch_tokens,
-                           shuffle=False, device=self.device)
+    def _windows(self, data: TextDataset, split: str | None = None) -> Windows:
+        windows = window_dataset(self.model, data, self.config.max_length, self.plan)
+        if split is not None:
+            self.window_counts[split] = len(windows.encodings)
+        return windows
+
+    def _eval_set(self, data: TextDataset, split: str | None = None) -> tuple[BatchStream, Windows]:
+        windows = self._windows(data, split)
+        return BatchStream(windows.encodings, windows.window_labels, shuffle=False, device=self.device,
+                           batch_tokens=self.config.eval_batch_tokens or self.model.default_batch_tokens), windows
 
     # -- evaluation -------------------------------------------------------------------------------
-    def evaluate(self, data: TextDataset | BatchStream) -> dict[str, Any]:
-        """Loss, accuracy, macro-F1, per-class precision/recall/F1 (and the confusion matrix) on labelled data."""
-        stream = data if isinstance(data, BatchStream) else self._eval_stream(data)
+    def evaluate(self, data: TextDataset | BatchStream | tuple[BatchStream, Windows]) -> dict[str, Any]:
+        """Loss, accuracy, macro-F1, per-class precision/recall/F1 (and the confusion matrix) on labelled data.
+
+        The metrics are per document (a chunked one's windows aggregated by the run's plan); the loss
+        is the windows' mean (EVAL_LOSS). A BatchStream's sequences are each their own document.
+        """
+        if isinstance(data, TextDataset):
+            data = self._eval_set(data)
+        elif isinstance(data, BatchStream):
+            data = (data, Windows([Document([e], [0], 0) for e in data.encodings], data.labels))
+        stream, windows = data
         if stream.labels is None:
             raise BertkitError("evaluation needs labelled data; pass the label column")
         if distributed.is_distributed():
             logits, loss = predict_logits_sharded(self.model.network, stream)
         else:
             logits, loss = predict_logits(self.model.network, stream)
-        return report_from_logits(logits, stream.labels, self.label_names, loss, self.multi_label, self.config.threshold)
+        return document_report(logits, loss, windows, self.label_names, self.multi_label, self.plan.aggregate,
+                               self.config.threshold)
 
     # -- training ---------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
@@ -213,17 +247,18 @@ class Trainer:
 
         generator = seed_everything(cfg.seed)
         t0 = time.perf_counter()
-        train_enc = encode_dataset(self.model, self.train_data, cfg.max_length)
-        stream = BatchStream(train_enc, self.train_data.labels, batch_tokens=cfg.batch_tokens,
+        train_windows = self._windows(self.train_data, "train")  # each window is an example with its document's label
+        stream = BatchStream(train_windows.encodings, train_windows.window_labels, batch_tokens=cfg.batch_tokens,
                              batch_size=cfg.sequences_per_batch, shuffle=True, generator=generator, device=self.device,
                              bucket_size=cfg.bucket_size)
         total_steps = planned_steps(cfg, stream)
-        eval_stream = self._eval_stream(self.eval_data) if self.eval_data is not None else None
+        eval_set = self._eval_set(self.eval_data, "eval") if self.eval_data is not None else None
         tokenize_s = time.perf_counter() - t0
 
         optimizer = make_optimizer(network, cfg.lr, cfg.weight_decay)
         scheduler = linear_warmup_decay(optimizer, warmup_steps_for(total_steps, cfg.warmup_ratio), total_steps)
-        class_weights = (balanced_class_weights(self.train_data.labels, len(self.label_names)).to(self.device)
+        # Balanced over what the loss sees: windows, so a class of long documents does not outweigh the others.
+        class_weights = (balanced_class_weights(stream.labels, len(self.label_names)).to(self.device)
                          if cfg.class_weights == "balanced" else None)
 
         run = RunState()
@@ -269,7 +304,7 @@ class Trainer:
             """Evaluate and track the best; True when early stopping says stop."""
             check_finite()  # nor is it evaluated, so it can never be selected as the best
             t = time.perf_counter()
-            report = self.evaluate(eval_stream)
+            report = self.evaluate(eval_set)
             run.eval_s += time.perf_counter() - t
             if not math.isfinite(report["loss"]):
                 raise self._diverged(run.step, "evaluation loss")
@@ -336,7 +371,7 @@ class Trainer:
                         end_of_epoch = pos >= len(plan)
                         done = run.step >= total_steps
                         epoch_float = epoch + pos / len(plan)
-                        eval_due = eval_stream is not None and (
+                        eval_due = eval_set is not None and (
                             end_of_epoch or done or bool(cfg.eval_every and run.step % cfg.eval_every == 0))
                         if run.step % cfg.log_every == 0 or end_of_epoch or done or eval_due:
                             check_finite()  # before the read-out, so no NaN is ever logged
@@ -499,7 +534,7 @@ class Trainer:
         test_metrics = None
         t = time.perf_counter()
         if self.test_data is not None:
-            test_metrics = {"split": "test", **self.evaluate(self.test_data)}
+            test_metrics = {"split": "test", **self.evaluate(self._eval_set(self.test_data, "test"))}
         test_s = time.perf_counter() - t
         train_losses = [r["loss"] for r in run.history if r["split"] == "train"]
         timings = {
@@ -522,8 +557,11 @@ class Trainer:
             "labels": self.label_names,
             "multi_label": self.multi_label,
             "threshold": cfg.threshold if self.multi_label else None,
-            "data": {name: describe_split(ds) for name, ds in
+            "data": {name: {**describe_split(ds), "windows": self.window_counts.get(name)} for name, ds in
                      (("train", self.train_data), ("eval", self.eval_data), ("test", self.test_data)) if ds is not None},
+            "long_document": self.plan.saved(),
+            "window_tokens": min(cfg.max_length or self.model.max_length, self.model.max_length),
+            "eval_loss": EVAL_LOSS,
             "steps": run.step,
             "total_steps_planned": total_steps,
             "epochs_completed": run.epoch,
@@ -554,6 +592,9 @@ class Trainer:
         if result.test_metrics is not None:
             final["test"] = result.test_metrics
         final["selected_by"] = result.best and {"metric": result.best["metric"], "step": result.best["step"]}
+        final["long_document"] = result.record["long_document"]
+        if result.metrics is not None or result.test_metrics is not None:
+            final["eval_loss"] = EVAL_LOSS
         write_json(out / "metrics.json", final)
         write_json(out / "training_record.json", result.record)
         try:
@@ -571,12 +612,43 @@ class Trainer:
 def report_from_logits(logits: torch.Tensor, labels, label_names: list[str], loss: float | None,
                        multi_label: bool, threshold: float = 0.5) -> dict[str, Any]:
     """The metrics report for logits [N, C] against labels (ids, or 0/1 indicator rows)."""
+    return report_from_scores(_scores(_kind(multi_label), logits), labels, label_names, loss, multi_label, threshold)
+
+
+def report_from_scores(scores: torch.Tensor, labels, label_names: list[str], loss: float | None,
+                       multi_label: bool, threshold: float = 0.5) -> dict[str, Any]:
+    """The metrics report for probabilities [N, C] (softmax, or per-label sigmoids) against labels."""
     if multi_label:
-        predicted = (torch.sigmoid(logits) >= threshold).int().numpy()
+        predicted = (scores >= threshold).int().numpy()
         report = multilabel_report(labels, predicted, label_names, loss=loss)
         report["threshold"] = threshold
         return report
-    return classification_report(labels, logits.argmax(dim=1).numpy(), label_names, loss=loss)
+    return classification_report(labels, scores.argmax(dim=1).numpy(), label_names, loss=loss)
 
 
-__all__ = ["RunState", "Trainer", "TrainConfig", "TrainResult", "format_report", "planned_steps", "report_from_logits"]
+def _kind(multi_label: bool) -> str:
+    """The classify task's name for how a classifier's logits become probabilities."""
+    return "multi_label" if multi_label else "single_label"
+
+
+def document_scores(logits: torch.Tensor, windows: Windows, multi_label: bool, how: str,
+                    threshold: float = 0.5) -> torch.Tensor:
+    """Each document's probabilities [D, C] from its windows' logits [N, C], aggregated as predict does."""
+    kind = _kind(multi_label)
+    probs = _scores(kind, logits)
+    if len(windows.encodings) == len(windows.documents):  # one window each: aggregate would return it unchanged
+        return probs
+    return torch.stack([aggregate(kind, list(probs[a:b]), weights(d), how, threshold)
+                        for d, a, b in zip(windows.documents, windows.bounds, windows.bounds[1:])])
+
+
+def document_report(logits: torch.Tensor, loss: float | None, windows: Windows, label_names: list[str],
+                    multi_label: bool, how: str, threshold: float = 0.5) -> dict[str, Any]:
+    """The metrics per document of `windows` (their labels), the loss as given (EVAL_LOSS), and the windows read."""
+    scores = document_scores(logits, windows, multi_label, how, threshold)
+    return {**report_from_scores(scores, windows.labels, label_names, loss, multi_label, threshold),
+            "windows": len(windows.encodings)}
+
+
+__all__ = ["RunState", "Trainer", "TrainConfig", "TrainResult", "document_report", "document_scores", "format_report",
+           "planned_steps", "report_from_logits", "report_from_scores"]
