@@ -44,7 +44,9 @@ def test_every_declared_task_has_a_method_a_command_an_endpoint_and_corpus_suppo
             assert spec.name in params and (spec.required or params[spec.name].default == spec.default), spec.name
         command = commands[task.name]
         flags = {o for a in command._actions for o in a.option_strings}
-        assert "--json" in flags and {s.flag for s in specs(task.Options) if s.cli} <= flags, task.name
+        positionals = {a.dest for a in command._actions if not a.option_strings}
+        assert "--json" in flags and {s.flag for s in specs(task.Options) if s.cli and not s.positional} <= flags
+        assert {s.name for s in specs(task.Options) if s.positional} <= positionals, task.name
         operation = schema["paths"][f"/v1/{task.name}"]["post"]
         body = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
         fields = schema["components"]["schemas"][body]["properties"]

@@ -45,6 +45,7 @@ def option(
     server: bool = True,
     shared: bool = True,
     kw_only: bool = False,
+    positional: bool = False,
 ) -> Any:
     """A dataclass field that is also a user-facing option.
 
@@ -53,10 +54,12 @@ def option(
     values ("a,b"). `cli` / `server`: whether the command line / the server offer it. `shared`:
     whether requests must agree on it to share a model batch (the server's micro-batcher); an
     option that only shapes one request's answer is not shared. `kw_only`: keyword-only in Python,
-    listed after the others (options a base class adds to every task's own).
+    listed after the others (options a base class adds to every task's own). `positional`: a command
+    line argument before the texts (`bertkit search INDEX QUERY...`) rather than a flag.
     """
     meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "short": short, "metavar": metavar,
-            "default_help": default_help, "split": split, "cli": cli, "server": server, "shared": shared}
+            "default_help": default_help, "split": split, "cli": cli, "server": server, "shared": shared,
+            "positional": positional}
     if default is REQUIRED:
         return dataclasses.field(metadata={"bertkit": meta}, kw_only=kw_only)
     return dataclasses.field(default=default, metadata={"bertkit": meta}, kw_only=kw_only)
@@ -82,6 +85,7 @@ class Spec:
     server: bool = True
     shared: bool = True
     kw_only: bool = False
+    positional: bool = False
 
     @property
     def flag(self) -> str:
@@ -230,7 +234,7 @@ def add_flags(parser: argparse.ArgumentParser | Any, cls: type, *, skip: tuple[s
     can tell "given" from "defaulted", as `bertkit train --resume` must).
     """
     for spec in specs(cls):
-        if not spec.cli or spec.name in skip:
+        if not spec.cli or spec.name in skip or spec.positional:
             continue
         names = [spec.flag] + ([spec.short] if spec.short else [])
         shown = spec.describe_default()

@@ -6,11 +6,12 @@ import importlib
 import sys
 import warnings
 
+from bertkit.cli.common import check_arguments
 from bertkit.errors import BertkitError, OptionError
 from bertkit.options import flag_name
 
 # Each module adds its sub-commands with `register(subparsers)`.
-COMMAND_MODULES = ["tasks", "core", "train", "serve", "bench"]
+COMMAND_MODULES = ["tasks", "index", "core", "train", "serve", "bench"]
 
 
 class UsageError(BertkitError):
@@ -37,7 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def one_line_warning(message, category, filename, lineno, file=None, line=None):
     # Users need what happened, not where in our source it was noticed.
-    print(f"warning: {message}", file=sys.stderr)
+    say("warning", str(message))
+
+
+def say(kind: str, message: str) -> None:
+    """`error: ...` or `warning: ...` on stderr, always one line: a message may quote what the user typed, newlines
+    and all, so control characters are shown escaped (a path 'a\\nb' stays one line)."""
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
+    print(f"{kind}: {shown}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,25 +53,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say("error", str(e))
         return 2
     if not getattr(args, "func", None):  # no command is a usage error, as argparse treats a wrong one
         parser.print_help(sys.stderr)
         return 2
     warnings.showwarning = one_line_warning
     try:
+        check_arguments(args)
         return int(args.func(args) or 0)
     except BrokenPipeError:  # `bertkit ... | head` closed the pipe: not an error
         return 0
     except OptionError as e:  # the library names its parameter; a CLI user typed a flag
-        print(f"error: {e.named(flag_name(e.param))}", file=sys.stderr)
+        say("error", e.named(flag_name(e.param)))
         return 2
     except BertkitError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say("error", str(e))
         return 2
     except OSError as e:  # a file we were told to read or write failed under us (disk full, permissions, ...)
         where = f" {e.filename!r}" if getattr(e, "filename", None) else ""
-        print(f"error: cannot access{where}: {e.strerror or e}", file=sys.stderr)
+        say("error", f"cannot access{where}: {e.strerror or e}")
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

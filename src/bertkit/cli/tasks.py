@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bertkit.cli.common import add_json_arg, add_model_args, emit, input_frame, load_model
 from bertkit.errors import BertkitError, OptionError
-from bertkit.options import add_flags, from_args
+from bertkit.options import add_flags, from_args, specs
 from bertkit.tasks.base import Task
 
 
@@ -26,7 +26,10 @@ def add_task_command(sub: argparse._SubParsersAction, task: Task) -> argparse.Ar
     """The command of one task, its flags derived from the declaration."""
     doc = (type(task).__doc__ or task.summary).strip().split("\n\n")[0].replace("\n", " ")
     p = sub.add_parser(task.name, help=task.summary[0].lower() + task.summary[1:], description=doc)
-    noun = {"texts": "TEXT", "sentences": "SENTENCE"}.get(task.input_name, task.input_name.upper().rstrip("S"))
+    noun = {"texts": "TEXT", "sentences": "SENTENCE", "queries": "QUERY"}.get(task.input_name, task.input_name.upper())
+    for spec in specs(task.Options):
+        if spec.positional:
+            p.add_argument(spec.name, metavar=spec.name.upper(), help=spec.help)
     p.add_argument("texts", nargs="*", metavar=noun)
     p.add_argument("--input", "-i", help="read the inputs from a file: .txt (one per line), .csv, .tsv, .jsonl, "
                                          ".json or .parquet; '-' for stdin lines")
@@ -42,12 +45,16 @@ def add_task_command(sub: argparse._SubParsersAction, task: Task) -> argparse.Ar
                                               "columns kept), or to a FOLDER (corpus mode: sharded Parquet parts, "
                                               "streamed and restartable)")
         _add_corpus_args(p)
+    if hasattr(task, "cli_flags"):  # a task's command-line-only extras (search --eval)
+        task.cli_flags(p)
     if hasattr(task, "plot"):
         p.add_argument("--plot", metavar="FILE.png", help="draw the answer as a picture"
                        + "".join(f" (implies --{k.replace('_', '-')})" for k in getattr(task, "plot_needs", {})))
     if task.uses_network:
         p.add_argument("--batch-tokens", type=int, default=None, help="token budget per batch (default: by device)")
-    add_model_args(p, default=None if task.head else "minilm", runs_network=task.uses_network)
+    # A task with a head needs a model that has it; one that knows its model (search: the index's) needs none.
+    add_model_args(p, default=None if task.head or hasattr(task, "model_for") else "minilm",
+                   runs_network=task.uses_network, required=not hasattr(task, "model_for"))
     add_json_arg(p)
     p.set_defaults(func=partial(run_command, task))
     return p
@@ -73,16 +80,23 @@ def run_command(task: Task, args: argparse.Namespace) -> int:
     options = from_args(task.Options, args, **(getattr(task, "plot_needs", {}) if getattr(args, "plot", None) else {}))
     if task.table and _corpus_mode(args):
         return _run_corpus(task, args, options)
+    if getattr(args, "model", None) is None and hasattr(task, "model_for"):
+        args.model = task.model_for(options)  # e.g. the model an index was built with
+    if hasattr(task, "cli_run"):
+        report = task.cli_run(args, options)  # a task's own command-line mode (search --eval)
+        if report is not None:
+            emit(args, report, task.human_cli)
+            return 0
     frame, column = input_frame(args)
     if task.table and args.output:
         return _run_table_file(task, args, frame, column, options)
     texts = frame[column].tolist()
     pairs = _pairs(task, args, frame, len(texts))
     from bertkit.tasks.base import execute, prepare
-    
+
     model = load_model(args)
     prepared = prepare(task, model, texts, pairs, options)
-    prepared.warn(task.max_length(model, options))
+    prepared.warn()
     answer = task.present(model, prepared, execute(task, model, prepared, options, getattr(args, "batch_tokens", None)),
                           options)
     payload = task.payload(answer, prepared, options)

@@ -5,10 +5,11 @@ from bertkit.tasks.embeddings import Embed
 from bertkit.tasks.fill_mask import FillMask
 from bertkit.tasks.registry import get, register, tasks, unregister
 from bertkit.tasks.rerank import Rerank
+from bertkit.tasks.search import Search
 from bertkit.tasks.tokenize import Tokenize
 from bertkit.tasks.word_similarity import Similarity, SimilarityMatrix, WordSimilarity, WordVector
 
-for _task in (Tokenize, FillMask, Embed, Similarity, Predict, Rerank):
+for _task in (Tokenize, FillMask, Embed, Similarity, Predict, Rerank, Search):
     register(_task)
 
 __all__ = [
