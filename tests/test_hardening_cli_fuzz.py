@@ -28,8 +28,7 @@ from test_hardening_paths import BASE, POSITIONAL_TEXTS
 EXAMPLES = int(os.environ.get("BERTKIT_CLI_FUZZ_EXAMPLES", "80"))
 # Left out: flags that start other programs or take minutes by design (the benchmarks, torchrun processes, compiling).
 SKIP_COMMANDS = {"bench"}
-SKIP_FLAGS = {"--nproc", "--compile", "--help", "--version",
-              "--batch-tokens", "--occurrence"}  # they crash today: see the two xfail tests below
+SKIP_FLAGS = {"--nproc", "--compile", "--help", "--version"}
 # After the generated flags, so they win: every training run stops after one step on a few rows.
 LAST = {"train": ["--max-steps", "1", "--limit", "16", "--no-progress", "--overwrite"]}
 
@@ -168,16 +167,12 @@ def test_a_real_process_answers_in_one_line(files, argv):
         assert proc.returncode == 2 and "usage: bertkit" in err and "Traceback" not in err
 
 
-@pytest.mark.xfail(strict=True, reason="cli/tasks.py declares --batch-tokens as a plain int; a negative one reaches "
-                                       "plan_batches' ValueError: it needs a bound where it is declared")
 @pytest.mark.parametrize("value", ["-1", "-4096"])
 def test_a_token_budget_below_one_is_one_line(files, value):
     argv = ["embed", "a bank", "--model", files["mlm"], "--batch-tokens", value]
     check(argv, *run_in_process(argv))
 
 
-@pytest.mark.xfail(strict=True, reason="options.add_flags makes a list option's flag argparse's append action but "
-                                       "keeps the scalar default (occurrence=0), so giving the flag at all crashes")
 def test_a_flag_that_takes_one_value_or_one_per_text_works_when_given(files):
     argv = ["similarity", "a bank", "the bank", "--word", "bank", "--occurrence", "0", "--model", files["mlm"]]
     code, out, err = run_in_process(argv)
@@ -185,8 +180,6 @@ def test_a_flag_that_takes_one_value_or_one_per_text_works_when_given(files):
     assert code == 0
 
 
-@pytest.mark.xfail(strict=True, reason="bertkit.device.pick_device accepts any torch device type (meta, xla, ...); "
-                                       "it should refuse all but cpu, cuda[:N], mps and auto")
 @pytest.mark.parametrize("device", ["meta", "xla"])
 def test_a_device_torch_knows_but_bertkit_cannot_use_is_one_line(files, device):
     check(["embed", "a bank"], *run_in_process(["embed", "a bank", "--model", files["mlm"], "--device", device]))

@@ -116,7 +116,7 @@ def test_sequences_a_request_multiplies_count_against_its_token_budget(mlm_model
 
     ok, r, ran = serve_and(mlm_model, targets, max_request_tokens=100)
     assert ok.status_code == 200 and ran == 1  # 4 pieces x 7 tokens fit
-    assert "sequences" in limit_error(r, "--max-request-tokens")
+    assert "multi-piece targets" in limit_error(r, "--max-request-tokens")
 
     async def chunked(c):  # a chunked long text runs one sequence per window; the widest overlap runs the most
         plain = await c.post("/v1/embed", json={"texts": [LONG]})

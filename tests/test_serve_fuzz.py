@@ -176,10 +176,8 @@ def test_the_largest_requests_the_limits_allow_stay_within_a_memory_bound(every_
     assert bound < 2048
 
 
-@pytest.mark.xfail(strict=True, reason="chunked windows and multi-piece targets are built in prepare before the "
-                                       "token budget can refuse them: tasks/base.prepare needs the budget")
 def test_requests_the_limits_refuse_cost_nothing_before_the_refusal(every_head_dir):
-    # Eight texts: a few hundred MB of windows and target sequences today, instead of the gigabytes of 128.
+    # Eight texts: a few hundred MB of windows and target sequences if they were built before the budget refused them.
     report = _bench(every_head_dir, "--only", "refused", "--serve-flags=--max-texts 8")
     assert report["server_alive"]
     for r in report["rows"]:

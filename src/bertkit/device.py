@@ -7,6 +7,9 @@ import torch
 
 from bertkit.errors import BertkitError
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+DEVICE_NAMES = ("cpu", "cuda", "cuda:N", "mps", "auto")
+
 
 def pick_device(requested: str | torch.device | None = None) -> torch.device:
     """The best device present, or the one asked for; asking for a missing one is an error, never a fallback."""
@@ -19,7 +22,9 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise BertkitError(f"unknown device '{requested}'; use cpu, cuda, cuda:N, mps or auto") from None
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:  # torch knows meta, xla, ...: none runs bertkit
+        raise BertkitError(f"unknown device '{requested}'; use {', '.join(DEVICE_NAMES)}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BertkitError("CUDA was asked for but torch sees no CUDA device; install a CUDA build of torch or pass --device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

@@ -19,3 +19,12 @@ class OptionError(BertkitError):
     def named(self, name: str) -> str:
         """The message with the option called `name` (a flag, a JSON field)."""
         return f"{name} {self.problem.replace('{name}', name)}"
+
+
+class OverBudget(BertkitError):
+    """A request would run more tokens than it may (found while it is prepared, before the work is built)."""
+
+    def __init__(self, tokens: int, budget: int) -> None:
+        self.tokens, self.budget = tokens, budget
+        super().__init__(f"this request would run over {budget:,} tokens (at least {tokens:,}); send fewer or shorter "
+                         "texts, fewer multi-piece targets, or a larger chunk stride")

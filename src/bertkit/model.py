@@ -18,7 +18,7 @@ from bertkit.batching import Batch, pack, plan_batches
 from bertkit.checkpoint import load_network, resolve, save_network
 from bertkit.config import BertConfig
 from bertkit.device import autocast, pick_device
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, OptionError
 from bertkit.inputs import warn_truncated
 from bertkit.modeling import BertNetwork
 from bertkit.tokenizer import Encoding, Tokenizer
@@ -141,6 +141,9 @@ class Model:
         return results  # type: ignore[return-value]
 
     def batches(self, encodings: Sequence[Encoding], batch_tokens: int | None = None) -> Iterator[Batch]:
+        if batch_tokens is not None and (isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int)
+                                         or batch_tokens < 1):
+            raise OptionError("batch_tokens", f"must be a positive whole number of tokens, not {batch_tokens!r}")
         plan = plan_batches([len(e) for e in encodings], batch_tokens or self.default_batch_tokens)
         for indices in plan:
             batch = pack([encodings[i].ids for i in indices], [encodings[i].type_ids for i in indices], index=indices)

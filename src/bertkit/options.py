@@ -239,10 +239,12 @@ def add_flags(parser: argparse.ArgumentParser | Any, cls: type, *, skip: tuple[s
         names = [spec.flag] + ([spec.short] if spec.short else [])
         shown = spec.describe_default()
         kw: dict[str, Any] = {"dest": spec.name, "help": spec.help + (f" (default: {shown})" if shown else "")}
-        kw["default"] = argparse.SUPPRESS if suppress or spec.required else spec.default
+        scalar, many = _cli_shape(spec.annotation)
+        # A repeatable flag appends to its default: a list one starts from nothing, and the declared default
+        # (a scalar such as occurrence=0) comes from the dataclass when the flag is absent.
+        kw["default"] = argparse.SUPPRESS if suppress or spec.required or many else spec.default
         if spec.required:
             kw["required"] = True
-        scalar, many = _cli_shape(spec.annotation)
         if scalar is bool and not many:
             kw["action"] = "store_true" if spec.default is False else argparse.BooleanOptionalAction
         else:

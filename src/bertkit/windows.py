@@ -16,7 +16,7 @@ A text that fits the window gives exactly the same sequence under every strategy
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 from bertkit.errors import OptionError
 from bertkit.options import Options, option
@@ -190,8 +190,12 @@ def _segments(encoding: Encoding) -> list:
 
 
 def split_document(full: Encoding, limit: int, options: Plan, cls_id: int, sep_id: int, cls: str,
-                   sep: str, segment: int = 0) -> Document:
-    """The windows of one fully tokenized text (or pair, windowing `segment` and keeping the other whole)."""
+                   sep: str, segment: int = 0, spend: Callable[[int], None] | None = None) -> Document:
+    """The windows of one fully tokenized text (or pair, windowing `segment` and keeping the other whole).
+
+    `spend(tokens)` is told what the windows will cost before they are built, so a caller with a
+    budget can stop a request whose windows would not fit before they take memory.
+    """
     segments = _segments(full)
     content = [k for k, (special, seg) in enumerate(zip(full.special_tokens_mask, segments))
                if not special and seg == segment]
@@ -199,12 +203,16 @@ def split_document(full: Encoding, limit: int, options: Plan, cls_id: int, sep_i
     framing = 2 + (pair + 1 if pair else 0)
     n, budget = len(content), limit - framing
     if n <= budget:  # it fits: the one sequence every strategy gives
+        if spend is not None:
+            spend(len(full.ids))
         return Document([full], [0], 0, full)
     if budget < 1:
         raise OptionError("long", f"leaves no room for the text: the other text of the pair takes {pair} of the "
                                   f"{limit} tokens")
     if options.long in ("truncate", "head+tail"):  # truncate here cuts the start (the end is the tokenizer's own cut)
         ranges = head_tail_ranges(n, budget, options.head if options.long == "head+tail" else 0)
+        if spend is not None:
+            spend(limit)
         window = frame(full, ranges, cls_id, sep_id, cls, sep, segment)
         window.n_truncated = n - budget
         return Document([window], [ranges[0][0] if options.long == "truncate" else 0], n - budget, full)
@@ -214,6 +222,8 @@ def split_document(full: Encoding, limit: int, options: Plan, cls_id: int, sep_i
     if options.max_windows is not None and len(ranges) > options.max_windows:
         raise OptionError("max_windows", f"is {options.max_windows}, but a text needs {len(ranges)} windows of "
                                          f"{limit} tokens; shorten it, raise {{name}}, or use another long strategy")
+    if spend is not None:
+        spend(sum(b - a + framing for a, b in ranges))
     windows = [frame(full, [r], cls_id, sep_id, cls, sep, segment) for r in ranges]
     return Document(windows, [a for a, _ in ranges], 0, full)
 

@@ -10,14 +10,15 @@ from bertkit.errors import BertkitError
 from bertkit.options import flag_name
 
 
-# Flags naming a file a command writes, whatever its other flags: dest -> (suffixes, what it holds). They are
-# checked once, as parsed, before any work (a heatmap is drawn after the model ran; a bad path must not wait for that).
-OUTPUT_FILES = {"plot": ((".png",), "a PNG plot")}
+# Flags naming a plot a command draws, whatever its other flags: dest -> what it holds. They are checked once, as
+# parsed, before any work (a heatmap is drawn after the model ran; a bad path must not wait for that).
+PLOT_FLAGS = {"plot": "a PNG plot"}
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """What every command's arguments must be, checked once as parsed: UTF-8 text, and writable OUTPUT_FILES."""
+    """What every command's arguments must be, checked once as parsed: UTF-8 text, and writable PLOT_FLAGS."""
     from bertkit.paths import output_file
+    from bertkit.train.plots import PLOT_FORMATS
 
     for dest, value in vars(args).items():
         for text in value if isinstance(value, list) else [value]:
@@ -27,9 +28,9 @@ def check_arguments(args: argparse.Namespace) -> None:
                 where = flag_name(dest) if dest != "texts" else "a text argument"
                 raise BertkitError(f"{where} is not UTF-8 text ('{shown[:40]}'); pass UTF-8 (check the terminal's "
                                    "or the calling script's encoding)")
-    for dest, (suffixes, what) in OUTPUT_FILES.items():
+    for dest, what in PLOT_FLAGS.items():
         if getattr(args, dest, None) is not None:
-            output_file(getattr(args, dest), suffixes, what, param=dest)
+            output_file(getattr(args, dest), PLOT_FORMATS, what, param=dest)
 
 
 def _utf8(text: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Callable
 
+from bertkit.errors import OverBudget
 from bertkit.serve.batcher import Batcher, Closed, Overloaded, Worker
 from bertkit.serve.errors import ServeError
 from bertkit.serve.metrics import Metrics
@@ -104,7 +105,11 @@ class Service:
         texts = getattr(body, task.input_name)
         pairs = getattr(body, task.pair_name) if task.pair_name else None
         # Tokenizing a request of many long texts takes milliseconds: off the event loop, and only once.
-        prepared = await asyncio.to_thread(prepare, task, self.model, texts, pairs, options)
+        try:
+            prepared = await asyncio.to_thread(prepare, task, self.model, texts, pairs, options, None,
+                                               self.max_request_tokens)
+        except OverBudget as e:  # found while planning the sequences, before they take memory
+            raise self._over_budget(e.tokens, e.budget) from None
         self._check_truncation(task, prepared, task.max_length(self.model, options), body.truncate)
         self._check_cost(task, prepared, options)
         results = await self._submit(task, prepared, options) if task.uses_network and prepared.items else []
@@ -127,18 +132,20 @@ class Service:
 
     def _check_cost(self, task: Task, prepared: Prepared, options: Any) -> None:
         """Refuse a request whose model work or answer is over this server's limits, before any batch runs."""
-        tokens, budget = prepared.tokens, self.max_request_tokens
-        if tokens > budget:
-            raise ServeError(422, "limit_exceeded",
-                             f"this request would run {tokens:,} tokens ({len(prepared.items):,} sequences), over this "
-                             f"server's limit of {budget:,} per request ({self.settings.flag('max_request_tokens')}); "
-                             "send fewer or shorter texts (or fewer multi-piece targets, or a larger chunk stride)")
+        if prepared.tokens > self.max_request_tokens:
+            raise self._over_budget(prepared.tokens, self.max_request_tokens)
         size, cap = task.answer_size(self.model, prepared, options), self.settings.max_answer_bytes
         if size > cap:
             raise ServeError(422, "limit_exceeded",
                              f"the answer would take about {size:,} bytes, over this server's limit of {cap:,} "
                              f"({self.settings.flag('max_answer_bytes')}); ask for less in one request (fewer texts, "
                              "masks or candidates per mask (top_k), or sentences in a matrix)")
+
+    def _over_budget(self, tokens: int, budget: int) -> ServeError:
+        return ServeError(422, "limit_exceeded",
+                          f"this request would run {tokens:,} tokens or more, over this server's limit of {budget:,} "
+                          f"per request ({self.settings.flag('max_request_tokens')}); send fewer or shorter texts "
+                          "(or fewer multi-piece targets, or a larger chunk stride)")
 
     async def _submit(self, task: Task, prepared: Prepared, options: Any) -> list:
         try:

@@ -16,9 +16,9 @@ that map rows to rows, table files and corpus mode. The stages:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, OverBudget
 from bertkit.inputs import as_text_list, check_pairs, no_tokens_problem, row_problem, warn_truncated
 from bertkit.options import specs
 from bertkit.tokenizer import Encoding
@@ -75,6 +75,7 @@ class Prepared:
     problems: list[str | None]  # per input: why it was not run (flagged rows only)
     plan: Plan = field(default_factory=Plan)  # the long-document settings in force
     limit: int = 0  # tokens per sequence the model reads
+    budget: "Budget" = field(default_factory=lambda: Budget(None))  # what the request may still run
     items: list[Item] = field(default_factory=list)
     state: Any = None
 
@@ -213,12 +214,27 @@ def make_options(task: Task, values: dict[str, Any]) -> Any:
     return task.Options(**values)
 
 
-def prepare(task: Task, model: "Model", texts: Any, pairs: Any, options: Any, flag: bool | None = None) -> Prepared:
+@dataclass
+class Budget:
+    """Tokens a request may run (None: no bound), spent as its sequences are planned, before they are built."""
+
+    most: int | None
+    spent: int = 0
+
+    def spend(self, tokens: int) -> None:
+        self.spent += tokens
+        if self.most is not None and self.spent > self.most:
+            raise OverBudget(self.spent, self.most)
+
+
+def prepare(task: Task, model: "Model", texts: Any, pairs: Any, options: Any, flag: bool | None = None,
+            max_tokens: int | None = None) -> Prepared:
     """Check the inputs, tokenize them once, and let the task build its sequences.
 
     With `flag` (default: the task's `flags_rows`), a row that is missing, not a string, blank or
     without any token is kept and flagged in `problems` instead of failing the call; otherwise a
-    row that is not a string is an error naming it.
+    row that is not a string is an error naming it. With `max_tokens`, a request whose sequences
+    would hold more tokens stops with OverBudget as soon as that is known, before they are built.
     """
     task.require_head(model)
     flag = task.flags_rows if flag is None else flag
@@ -239,7 +255,8 @@ def prepare(task: Task, model: "Model", texts: Any, pairs: Any, options: Any, fl
     firsts, seconds = task.arrange([texts[i] for i in valid], [pairs[i] for i in valid] if pairs is not None else None,
                                    options)
     tokens = limit(task, model, options, plan)
-    found = documents(model, firsts, seconds, tokens, plan, task.window_segment)
+    budget = Budget(max_tokens)
+    found = documents(model, firsts, seconds, tokens, plan, task.window_segment, budget.spend)
     docs: list[Document | None] = [None] * len(texts)
     for i, doc in zip(valid, found):
         problem = no_tokens_problem(doc.windows[0]) if flag else None
@@ -247,7 +264,7 @@ def prepare(task: Task, model: "Model", texts: Any, pairs: Any, options: Any, fl
             problems[i] = problem
         else:
             docs[i] = doc
-    prepared = Prepared(texts, pairs, docs, problems, plan, tokens)
+    prepared = Prepared(texts, pairs, docs, problems, plan, tokens, budget)
     task.prepare(model, prepared, options)
     return prepared
 
@@ -261,14 +278,17 @@ def limit(task: Task, model: "Model", options: Any, plan: Plan) -> int:
 
 
 def documents(model: "Model", texts: list[str], pairs: list[str] | None, limit: int, plan: Plan,
-              segment: int = 0) -> list[Document]:
+              segment: int = 0, spend: Callable[[int], None] | None = None) -> list[Document]:
     """Tokenize once and cut each text into the sequences its long-document plan asks for (bertkit.windows)."""
     if plan.long == "truncate" and plan.side == "right":  # the tokenizer's own truncation: what every release did
-        return [Document([e], [0], e.n_truncated) for e in model.tokenizer.encode_batch(texts, pairs, max_length=limit)]
+        found = model.tokenizer.encode_batch(texts, pairs, max_length=limit)
+        if spend is not None:
+            spend(sum(len(e) for e in found))
+        return [Document([e], [0], e.n_truncated) for e in found]
     tok = model.tokenizer
     specials = tok.special_tokens
     return [split_document(full, limit, plan, tok.cls_id, tok.sep_id, specials["cls_token"], specials["sep_token"],
-                           segment) for full in tok.encode_batch(texts, pairs)]
+                           segment, spend) for full in tok.encode_batch(texts, pairs)]
 
 
 def execute(task: Task, model: "Model", prepared: Prepared, options: Any, batch_tokens: int | None = None) -> list:

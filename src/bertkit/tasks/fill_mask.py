@@ -128,7 +128,9 @@ class FillMask(Task):
             for j, (w, pos, _) in enumerate(masks):
                 for t, target in enumerate(targets or []):
                     if len(target.ids) > 1:
-                        plan.chains[(i, j, t)] = list(range(len(items), len(items) + len(target.ids)))
+                        n = len(target.ids)  # n sequences, each the window with one mask grown to n
+                        prepared.budget.spend(n * (len(document.windows[w].ids) + n - 1))
+                        plan.chains[(i, j, t)] = list(range(len(items), len(items) + n))
                         items += _chain_items(model, document.windows[w], i, pos, target)
             plan.masks.append([m for _, _, m in masks])
         prepared.items, prepared.state = items, plan
@@ -137,21 +139,24 @@ class FillMask(Task):
     def step(self, model: "Model", batch: Batch, items: list[Item], options: FillMaskOptions) -> list:
         states = model.network(batch)
         starts = batch.cu_seqlens[:-1].tolist()
-        rows = [starts[b] + p for b, item in enumerate(items) for p in item.info.positions]
-        # The vocabulary projection is the costliest matmul of MLM; only the asked rows need it.
-        logits = model.network.mlm_head(states[torch.tensor(rows, device=states.device)]).float()
+        rows = torch.tensor([starts[b] + p for b, item in enumerate(items) for p in item.info.positions],
+                            device=states.device)
         counts = [len(item.info.positions) for item in items]
         if options.targets is None:
             k = min(options.top_k, model.config.vocab_size)
-            values, ids = logits.softmax(dim=-1).topk(k, dim=-1)
-            return list(zip(values.cpu().split(counts), ids.cpu().split(counts)))
-        single_ids = torch.tensor([t.ids[0] for t in parse_targets(model, options.targets) if len(t.ids) == 1],
-                                  dtype=torch.long)
-        out = []
-        for item, chunk in zip(items, logits.log_softmax(dim=-1).cpu().split(counts)):
-            wanted = item.info.wanted
-            out.append(chunk[torch.arange(len(wanted)), torch.tensor(wanted)] if wanted else chunk[:, single_ids])
-        return out
+            found = [probs.topk(k, dim=-1) for probs in _vocabulary(model, states, rows, "softmax")]
+            values, ids = torch.cat([f.values for f in found]).cpu(), torch.cat([f.indices for f in found]).cpu()
+            return list(zip(values.split(counts), ids.split(counts)))
+        single = torch.tensor([t.ids[0] for t in parse_targets(model, options.targets) if len(t.ids) == 1],
+                              dtype=torch.long)
+        wanted = torch.tensor([w for item in items for w in (item.info.wanted or [0] * len(item.info.positions))])
+        # Per row: the one piece a target's sequence asks for, and every one-piece target's log-prob.
+        picked, singles = [], []
+        for logp, span in zip(_vocabulary(model, states, rows, "log_softmax"), _spans(len(rows))):
+            picked.append(logp.gather(1, wanted[span, None].to(logp.device))[:, 0])
+            singles.append(logp[:, single.to(logp.device)])
+        picked, singles = torch.cat(picked).cpu(), torch.cat(singles).cpu()
+        return [p if item.info.wanted else s for item, p, s in zip(items, picked.split(counts), singles.split(counts))]
 
     # -- present ----------------------------------------------------------------------------------
     def present(self, model: "Model", prepared: Prepared, results: list, options: FillMaskOptions) -> list[FillMaskResult]:
@@ -209,6 +214,22 @@ def _masks_by_window(model: "Model", document: Document) -> dict[int, list[int]]
             w = best_window(document, j, j)
             found.setdefault(w, []).append(1 + j - document.starts[w])  # +1: the window's [CLS]
     return found
+
+
+# Rows projected onto the vocabulary at once: 256 x 30,522 float32 is 31 MB, whatever the batch asks for.
+VOCABULARY_ROWS = 256
+
+
+def _spans(n: int) -> list[slice]:
+    return [slice(a, min(a + VOCABULARY_ROWS, n)) for a in range(0, n, VOCABULARY_ROWS)]
+
+
+def _vocabulary(model: "Model", states: torch.Tensor, rows: torch.Tensor, how: str):
+    """The asked rows' probabilities (softmax) or log-probabilities over the vocabulary, a block of rows at a time:
+    the projection is MLM's costliest matmul and its output the largest tensor, so only these rows get it."""
+    for span in _spans(len(rows)):
+        logits = model.network.mlm_head(states[rows[span]]).float()
+        yield getattr(logits, how)(dim=-1)
 
 
 def _check_masks(model: "Model", i: int, text: str, document: Document, n_masks: int) -> None:

@@ -21,10 +21,13 @@ def _figure(width: float, height: float):
     return fig
 
 
+PLOT_FORMATS = (".png",)  # every plot is a PNG, whatever the file is called
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", bbox_inches="tight")
+    fig.savefig(path, format=PLOT_FORMATS[0][1:], bbox_inches="tight")
     return path
 
 

@@ -314,10 +314,11 @@ function renderFillMask(rows, out) {
     for (const c of candidates) {
       const name = c.target && c.target !== c.token ? `${c.target} (${c.token})` : c.token;
       figure.append(barRow(name, c.score, c.score / top, formatProbability(c.score),
-                           {"data-token": c.token, title: c.sequence}));
+                           {"data-token": c.token, title: `${name}: ${formatProbability(c.score)}`}));
     }
     out.append(figure);
   });
+  if (row.filled) out.append(el("p", {class: "filled"}, `Best guess: ${row.filled}`));
   out.append(el("p", {class: "note"}, "Bars are relative to each mask's most probable word; numbers are probabilities."));
 }
 
