@@ -34,7 +34,6 @@ except ImportError:  # the browser tests skip; the in-process ones still run
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 KEY = "playground-key"
-GATE = pytest.mark.xfail(strict=True, reason="gate opens / later")
 BANK = ["I sat on the river bank and watched the water.", "She deposited the cheque at the bank.",
         "The bank raised its interest rates again."]
 WAIT = 60  # seconds an explicit wait may take on a busy 2-core machine before it fails
@@ -85,7 +84,6 @@ def test_the_page_and_the_docs_load_nothing_from_another_host(cls_model):
     assert not [p for p in pages["/openapi.json"].json()["paths"] if p in ("/", "/docs") or p.startswith("/static")]
 
 
-@GATE
 def test_the_page_opens_without_a_key_while_the_api_needs_one(cls_model):
     paths = ["/", "/static/playground.js", "/static/playground.css", "/docs", "/static/docs/swagger-ui-bundle.js",
              "/static/docs/swagger-ui.css", "/openapi.json", "/v1/model"]
@@ -450,7 +448,6 @@ def test_docs_render_offline(browser, servers, shots):
     assert console_errors(browser) == []
 
 
-@GATE
 def test_with_an_api_key_the_page_asks_for_it_once(browser, servers):
     browser.get(servers["keyed"] + "/")
     form = browser.find_element(By.ID, "key-form")

@@ -14,7 +14,7 @@ from bertkit.errors import BertkitError, OptionError
 from bertkit.model import Model
 from bertkit.serve import schemas as s
 from bertkit.serve.errors import ServeError, error_response, http_error, is_json, not_json, validation_error
-from bertkit.serve.gate import Gate
+from bertkit.serve.gate import Gate, is_public
 from bertkit.serve.metrics import CONTENT_TYPE
 from bertkit.serve.playground import add_routes as add_playground
 from bertkit.serve.service import Service
@@ -156,7 +156,7 @@ def _document_api_key(app: FastAPI) -> None:
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             }
             for path, ops in schema.get("paths", {}).items():
-                if path != "/healthz":
+                if not is_public(path):
                     for op in ops.values():
                         op["security"] = [{"bearer": []}, {"apiKey": []}]
             app.openapi_schema = schema

@@ -23,6 +23,14 @@ class _Gone(Exception):
     """The client disconnected while its body was being read."""
 
 
+def is_public(path: str) -> bool:
+    """Paths that need no API key: the liveness probe, and what a browser loads before it can ask for the key
+    (the playground page, the API docs, the schema they read, their static files). Every answer a task gives needs it."""
+    from bertkit.serve.playground import PUBLIC_PATHS, STATIC
+
+    return path == "/healthz" or path in PUBLIC_PATHS or path.startswith(STATIC + "/")
+
+
 class Gate:
     """Pure ASGI middleware (no per-request task or body copy beyond the one it must make)."""
 
@@ -107,7 +115,7 @@ class Gate:
             return error_response(503, "overloaded", f"this server has {open_now} connections open, over its limit "
                                   f"of {self.max_connections} ({Settings.flag('max_connections')}); retry shortly",
                                   CLOSE)
-        if self.key is not None and path != "/healthz" and not self._authorized(scope):
+        if self.key is not None and not is_public(path) and not self._authorized(scope):
             return error_response(401, "unauthorized", "this server needs an API key: send 'Authorization: Bearer KEY' "
                                   "or 'X-API-Key: KEY'", {"WWW-Authenticate": 'Bearer realm="bertkit"'})
         return None
