@@ -123,9 +123,11 @@ def test_sequences_a_request_multiplies_count_against_its_token_budget(mlm_model
         r = await c.post("/v1/embed", json={"texts": [LONG], "long": "chunk", "stride": 250})
         return plain, r, batches_run(c)
 
-    plain, r, ran = serve_and(minilm, chunked, max_request_tokens=1000)
+    plain, r, ran = serve_and(minilm, chunked, max_request_tokens=1000, max_windows=1000)
     assert plain.status_code == 200 and ran == 1  # 256 tokens: MiniLM's window for embeddings
     limit_error(r, "--max-request-tokens")
+    _, capped, _ = serve_and(minilm, chunked, max_request_tokens=10**6)  # 78 windows: over the default cap of 64
+    assert "a text needs 78 windows" in limit_error(capped, "--max-windows")
 
 
 @pytest.mark.parametrize("model, path, body, cap", [

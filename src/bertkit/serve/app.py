@@ -16,6 +16,7 @@ from bertkit.serve import schemas as s
 from bertkit.serve.errors import ServeError, error_response, http_error, is_json, not_json, validation_error
 from bertkit.serve.gate import Gate, is_public
 from bertkit.serve.metrics import CONTENT_TYPE
+from bertkit.serve.openai import add_routes as add_openai
 from bertkit.serve.playground import add_routes as add_playground
 from bertkit.serve.service import Service
 from bertkit.serve.settings import Settings
@@ -87,6 +88,7 @@ def create_app(model: Model, settings: Settings | None = None) -> FastAPI:
         """Prometheus text format: requests by endpoint and status, latency, batch sizes, tokens per second."""
         return PlainTextResponse(service.metrics.render(), media_type=CONTENT_TYPE)
 
+    add_openai(app, service, ERRORS)  # POST /v1/embeddings, OpenAI's shape over the embed task
     add_playground(app)  # GET /, /static/..., /docs
 
     if settings.api_key is not None:

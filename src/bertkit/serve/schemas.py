@@ -71,6 +71,9 @@ class ModelInfo(Body):
     endpoints: dict[str, bool] = Field(description="which task endpoints this model can serve")
     limits: Limits
     embedding: EmbeddingInfo
+    long_documents: dict[str, Any] = Field(description="the long-document strategies, the server's cap on windows "
+                                                       "per text, each task's aggregations, the model's trained plan")
+    search: Optional[dict[str, Any]] = Field(description="the index /v1/search answers from (--index), or null")
 
 
 # -- requests: one body per task, derived from its declaration ------------------------------------------

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import asyncio
+import typing
 from typing import TYPE_CHECKING, Any, Callable
 
-from bertkit.errors import OverBudget
+from bertkit.errors import OptionError, OverBudget
 from bertkit.serve.batcher import Batcher, Closed, Overloaded, Worker
 from bertkit.serve.errors import ServeError
 from bertkit.serve.metrics import Metrics
 from bertkit.serve.settings import Settings
 from bertkit.tasks.base import Item, Prepared, Task, make_options, prepare, run_items
+from bertkit.tasks.search import open_index
+from bertkit.windows import SAVED, Strategy
 
 if TYPE_CHECKING:
     from bertkit.model import Model
@@ -24,6 +27,10 @@ class Service:
         self.model = model
         self.settings = settings or Settings()
         self.tasks = {t.name: t for t in (tasks if tasks is not None else registered())}
+        if self.settings.index:  # an index another model built is refused at start, not at the first search
+            from bertkit.index.build import check_model
+
+            check_model(open_index(self.settings.index).manifest, model)
         self.max_batch_tokens = self.settings.max_batch_tokens or model.default_batch_tokens
         # The default budget lets any request of plain texts through: only what multiplies sequences can exceed it.
         self.max_request_tokens = self.settings.max_request_tokens or self.settings.max_texts * model.max_length
@@ -72,15 +79,30 @@ class Service:
 
     # -- what this model can do -------------------------------------------------------------------
     def available(self) -> dict[str, bool]:
-        return {name: task.available(self.model) for name, task in self.tasks.items()}
+        return {name: task.available(self.model) and task.server_options(self.settings) is not None
+                for name, task in self.tasks.items()}
 
     def require(self, task: Task) -> None:
-        if task.available(self.model):
+        if self.available()[task.name]:
             return
         serves = ", ".join(f"/v1/{t}" for t, ok in self.available().items() if ok)
-        raise ServeError(400, "unsupported_task",
-                         f"the loaded model ({self.model.source or self.model.folder}) has no {task.head.what}, so "
-                         f"/v1/{task.name} cannot be served; it serves {serves}. Start the server with a model that has one.")
+        if not task.available(self.model):
+            raise ServeError(400, "unsupported_task",
+                             f"the loaded model ({self.model.source or self.model.folder}) has no {task.head.what}, so "
+                             f"/v1/{task.name} cannot be served; it serves {serves}. Start the server with a model "
+                             "that has one.")
+        raise ServeError(400, "unsupported_task", f"/v1/{task.name} is off: start the server with {task.server_needs}; "
+                                                  f"it serves {serves}")
+
+    def options(self, task: Task, given: dict) -> Any:
+        """A request's options: what it gave, what the server fixes (search: the index), within the server's caps."""
+        given = {k: v for k, v in given.items() if k in task.option_names}
+        cap = self.settings.max_windows
+        if "max_windows" in task.option_names:
+            if given.get("max_windows") is not None and given["max_windows"] > cap:
+                raise OptionError("max_windows", f"may be at most {cap} on this server ({self.settings.flag('max_windows')})")
+            given["max_windows"] = given.get("max_windows") or cap
+        return make_options(task, given | (task.server_options(self.settings) or {}))
 
     def info(self) -> dict:
         from bertkit.tasks.embeddings import embed_max_length
@@ -95,38 +117,54 @@ class Service:
                                                 "max_request_tokens": self.max_request_tokens},
             "embedding": {"dim": m.config.hidden_size, "max_length": embed_max_length(m),
                           "pooling": sentence.get("pooling", "mean"), "normalize": bool(sentence.get("normalize", False))},
+            "long_documents": {"strategies": list(typing.get_args(Strategy)), "max_windows": self.settings.max_windows,
+                               "aggregations": {t.name: list(t.aggregations) for t in self.tasks.values()
+                                                if t.aggregations},
+                               "saved": m.config.extra.get(SAVED)},
+            "search": open_index(self.settings.index).info() if self.settings.index else None,
         }
 
     # -- one request ------------------------------------------------------------------------------
     async def handle(self, task: Task, body: Any) -> Any:
-        """Answer one request: options checked, texts tokenized once (off the event loop), sequences batched."""
-        self.require(task)
-        options = make_options(task, {name: getattr(body, name) for name in task.option_names if hasattr(body, name)})
-        texts = getattr(body, task.input_name)
+        """Answer one request body of POST /v1/<task> with the task's payload (what `--json` prints)."""
+        given = {name: getattr(body, name) for name in task.option_names if hasattr(body, name)}
         pairs = getattr(body, task.pair_name) if task.pair_name else None
+        answer, prepared, options = await self.run(task, given, getattr(body, task.input_name), pairs, body.truncate)
+        return await asyncio.to_thread(task.payload, answer, prepared, options)
+
+    async def run(self, task: Task, given: dict, texts: list, pairs: list | None = None, truncate: bool = True,
+                  **wording: str) -> tuple[Any, Prepared, Any]:
+        """One request: options checked, texts tokenized once (off the event loop), its cost checked before any
+        work, its sequences batched with other requests'; returns (the task's answer, the prepared request, options).
+        `wording` names the input field and the remedy in a too-long error (an adapter's request has its own names)."""
+        self.require(task)
+        options = self.options(task, given)
         # Tokenizing a request of many long texts takes milliseconds: off the event loop, and only once.
         try:
             prepared = await asyncio.to_thread(prepare, task, self.model, texts, pairs, options, None,
                                                self.max_request_tokens)
         except OverBudget as e:  # found while planning the sequences, before they take memory
             raise self._over_budget(e.tokens, e.budget) from None
-        self._check_truncation(task, prepared, task.max_length(self.model, options), body.truncate)
+        except OptionError as e:
+            if e.param == "max_windows" and given.get("max_windows") is None:  # the server's cap, not the request's
+                raise ServeError(422, "limit_exceeded", e.named(self.settings.flag("max_windows"))) from None
+            raise
+        self._check_truncation(task, prepared, prepared.limit, truncate, **wording)
         self._check_cost(task, prepared, options)
         results = await self._submit(task, prepared, options) if task.uses_network and prepared.items else []
-        return await asyncio.to_thread(self._present, task, prepared, results, options)
+        answer = await asyncio.to_thread(task.present, self.model, prepared, results, options)
+        return answer, prepared, options
 
-    def _present(self, task: Task, prepared: Prepared, results: list, options: Any) -> Any:
-        return task.payload(task.present(self.model, prepared, results, options), prepared, options)
-
-    def _check_truncation(self, task: Task, prepared: Prepared, limit: int, truncate: bool) -> None:
+    def _check_truncation(self, task: Task, prepared: Prepared, limit: int, truncate: bool, field: str | None = None,
+                          remedy: str = "send \"truncate\": true to have it cut and flagged") -> None:
         cut = prepared.truncated
         over = [i for i, n in enumerate(cut) if n]
         if over and not truncate:
             i = over[0]
             raise ServeError(422, "text_too_long",
-                             f"{task.input_name}[{i}] has {len(prepared.encodings[i]) + cut[i]} tokens but {limit} fit"
-                             + (f" ({len(over)} texts are too long)" if len(over) > 1 else "")
-                             + "; shorten it, or send \"truncate\": true to have it cut and flagged")
+                             f"{field or task.input_name}[{i}] has {len(prepared.encodings[i]) + cut[i]} tokens but "
+                             f"{limit} fit" + (f" ({len(over)} texts are too long)" if len(over) > 1 else "")
+                             + f"; shorten it, or {remedy}, or \"long\": \"chunk\" to read all of it")
         if over:
             self.metrics.truncated.inc(len(over), endpoint=f"/v1/{task.name}")
 

@@ -39,6 +39,11 @@ class Settings(Options):
     max_answer_bytes: int = option(
         8 * MIB, "size of one answer in bytes, estimated before any work (fill-mask: masks x candidates; "
                  "similarity: sentences squared; embed: texts x dimensions)", ge=1024)
+    max_windows: int = option(64, "windows one long text may be read in (long=chunk); a request asking for more, or "
+                                  "a text needing more, is answered 422", ge=1)
+    # -- what is served -----------------------------------------------------------------------------------
+    index: Optional[str] = option(None, "an index folder (made by `bertkit index build` with this model) to answer "
+                                        "POST /v1/search from", default_help="none: /v1/search is off")
     # -- load -------------------------------------------------------------------------------------------
     max_queue: int = option(1024, "requests waiting per task; one more is answered 503", ge=1)
     max_connections: int = option(128, "open connections; a request arriving on one past this is answered 503 "
@@ -58,7 +63,7 @@ class Settings(Options):
     warmup: bool = option(True, "one tiny inference before /readyz says ready", cli=False)
 
     # Settings that are not limits a client may read in /v1/model (the key is shown only as whether there is one).
-    NOT_PUBLIC: ClassVar[tuple[str, ...]] = ("host", "port", "warmup")
+    NOT_PUBLIC: ClassVar[tuple[str, ...]] = ("host", "port", "warmup", "index")
 
     def __post_init__(self) -> None:
         super().__post_init__()  # types, ranges and finite numbers, each error naming its field

@@ -193,6 +193,13 @@ class Task:
     def available(self, model: "Model") -> bool:
         return self.head is None or self.head.present_in(model)
 
+    def server_options(self, settings: Any) -> dict | None:
+        """Options a server fixes for every request from its own settings (search: the index); None: it cannot serve
+        this task as started (the reason is `server_needs`)."""
+        return {}
+
+    server_needs: ClassVar[str] = ""  # what a server must be started with to serve the task, when it may lack it
+
     def require_head(self, model: "Model") -> None:
         if not self.available(model):
             raise BertkitError(missing_head_message(self, model))

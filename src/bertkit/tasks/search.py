@@ -108,6 +108,11 @@ class Search(Task):
         return 64 * len(prepared.texts) + len(prepared.texts) * options.top_k * 1024  # a hit carries its text
 
     # -- where the model and the index come from ---------------------------------------------------
+    server_needs = "--index INDEX (an index built with this model)"
+
+    def server_options(self, settings: Any) -> dict | None:
+        return {"index": settings.index} if getattr(settings, "index", None) else None
+
     def model_for(self, options: SearchOptions) -> str:
         """The model to load when none is given: the one the index was built with."""
         return open_index(options.index).manifest.model
