@@ -19,7 +19,12 @@ class UsageError(BertkitError):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, except that a usage mistake is one `error:` line and exit status 2, not usage text and a message."""
+    """argparse, except that a usage mistake is one `error:` line and exit status 2, not usage text and a message,
+    and a flag is spelled out: `--epoch 2` is not silently taken as `--epochs` (nor would a new flag change its meaning)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see `{self.prog} --help`)")
