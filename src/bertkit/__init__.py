@@ -3,13 +3,14 @@ from bertkit.batching import Batch, pack, plan_batches
 from bertkit.checkpoint import bundled_models
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
+from bertkit.index.text_index import Index
 from bertkit.model import Model, load
 from bertkit.modeling import BertNetwork
 from bertkit.tokenizer import Encoding, Tokenizer
 
 __version__ = "0.1.0"
 __all__ = [
-    "Batch", "BertConfig", "BertNetwork", "BertkitError", "Encoding", "Model", "Tokenizer",
+    "Batch", "BertConfig", "BertNetwork", "BertkitError", "Encoding", "Index", "Model", "Tokenizer",
     "bundled_models", "load", "pack", "plan_batches", "__version__",
 ]
 from bertkit.train import Trainer, TrainConfig, TrainResult, evaluate_model, finetune  # noqa: E402
