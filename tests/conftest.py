@@ -48,5 +48,21 @@ def tiny_cls_dir(tmp_path_factory, minilm_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_mlm(tiny_mlm_dir):
+    """The small random MLM checkpoint on the CPU, loaded once for every test that only reads it."""
+    import bertkit
+
+    return bertkit.load(tiny_mlm_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_cls(tiny_cls_dir):
+    """The small random classifier on the CPU, loaded once for every test that only reads it."""
+    import bertkit
+
+    return bertkit.load(tiny_cls_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
 def tiny_base_dir(tmp_path_factory, minilm_dir) -> Path:
     return write_tiny("base", tmp_path_factory.mktemp("tiny_base"), minilm_dir, seed=3)

@@ -1,10 +1,12 @@
-"""Test helpers: checkpoint builders, random id sequences, transformers' padded forward cut back to packed form, and
-float32 tolerances derived from the arithmetic.
+"""Test helpers: checkpoint builders, random id sequences, transformers' padded forward cut back to packed form,
+float32 tolerances derived from the arithmetic, and the server run in-process.
 
 Builders live here, not in conftest.py (which holds fixtures only), so test modules import them by name.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import shutil
 from pathlib import Path
@@ -121,3 +123,29 @@ def assert_fp32_close(got, want, *, terms: int, depth: int = 1, scale: float | N
     diff = float((got - want).abs().max()) if want.numel() else 0.0
     assert diff <= tol, (f"{what} max |diff| {diff:.3g} > tolerance {tol:.3g} "
                          f"= {depth} x sqrt({terms}) x eps32 x {scale:.3g}")
+
+
+# -- the server, in-process ---------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def serving(model, **settings):
+    """The app with its lifespan running (start-up warm-up unless `warmup=False`, shutdown drain) and an httpx
+    client talking to it in-process (`client.app` is the app)."""
+    import httpx
+
+    from bertkit.serve import Settings, create_app
+
+    app = create_app(model, Settings(**settings))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bertkit",
+                                     timeout=60) as client:
+            client.app = app
+            yield client
+
+
+def serve_and(model, fn, **settings):
+    """Start the app, await `fn(client)`, stop the app; returns what `fn` returned."""
+    async def go():
+        async with serving(model, **settings) as client:
+            return await fn(client)
+
+    return asyncio.run(go())

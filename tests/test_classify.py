@@ -21,11 +21,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def clf(tiny_cls_dir):
-    return bertkit.load(tiny_cls_dir, device="cpu")
-
-
 def reference(folder, inputs):
     from transformers import pipeline
 
@@ -55,8 +50,8 @@ def assert_same(ours: dict, theirs: list[dict], rtol: float) -> None:
         assert abs(ours["scores"][t["label"]] - t["score"]) <= rtol * t["score"]
 
 
-def test_labels_and_scores_equal_the_transformers_pipeline(clf, tiny_cls_dir):
-    rows = clf.predict(TEXTS)
+def test_labels_and_scores_equal_the_transformers_pipeline(tiny_cls, tiny_cls_dir):
+    rows = tiny_cls.predict(TEXTS)
     assert len(rows) == len(TEXTS)
     rtol = score_rtol(tiny_cls_dir, TEXTS)
     for ours, theirs in zip(rows, reference(tiny_cls_dir, TEXTS)):
@@ -67,38 +62,38 @@ def test_labels_and_scores_equal_the_transformers_pipeline(clf, tiny_cls_dir):
     assert list(rows[0]["scores"]) == ["negative", "neutral", "positive"]
 
 
-def test_text_pairs_equal_the_pipeline(clf, tiny_cls_dir):
+def test_text_pairs_equal_the_pipeline(tiny_cls, tiny_cls_dir):
     a, b = ["Is it raining?", "Who wrote it?"], ["Yes, heavily.", "Nobody knows, really."]
-    rows = clf.predict(a, pairs=b)
+    rows = tiny_cls.predict(a, pairs=b)
     rtol = score_rtol(tiny_cls_dir, a, b)
     for ours, theirs in zip(rows, reference(tiny_cls_dir, [{"text": x, "text_pair": y} for x, y in zip(a, b)])):
         assert_same(ours, theirs, rtol)
 
 
-def test_order_is_kept_whatever_the_batching(clf):
+def test_order_is_kept_whatever_the_batching(tiny_cls):
     texts = TEXTS * 3
-    assert [r["label"] for r in clf.predict(texts, batch_tokens=24)] == [r["label"] for r in clf.predict(texts)]
+    assert [r["label"] for r in tiny_cls.predict(texts, batch_tokens=24)] == [r["label"] for r in tiny_cls.predict(texts)]
 
 
-def test_empty_and_invalid_rows_are_flagged_never_dropped(clf, tiny_cls_dir):
-    rows = clf.predict(["good", "", "   ", None, float("nan"), 3, "bad"])
+def test_empty_and_invalid_rows_are_flagged_never_dropped(tiny_cls, tiny_cls_dir):
+    rows = tiny_cls.predict(["good", "", "   ", None, float("nan"), 3, "bad"])
     assert len(rows) == 7
     assert [r["error"] for r in rows] == [None, "empty text", "empty text", "missing text", "missing text",
                                           "text is an int, not a string", None]
     assert all(r["label"] is None and r["scores"] is None for r in rows[1:6])
-    alone = clf.predict(["good"])[0]["scores"]  # another batch: equal up to float32 round-off
+    alone = tiny_cls.predict(["good"])[0]["scores"]  # another batch: equal up to float32 round-off
     rtol = score_rtol(tiny_cls_dir, ["good", "bad"])
     assert rows[0]["scores"].keys() == alone.keys()
     assert all(abs(rows[0]["scores"][k] - v) <= rtol * v for k, v in alone.items())
-    pairs = clf.predict(["a", "b"], pairs=["x", ""])
+    pairs = tiny_cls.predict(["a", "b"], pairs=["x", ""])
     assert pairs[0]["error"] is None and pairs[1]["error"] == "empty pair"
 
 
-def test_truncated_texts_are_counted_and_flagged(clf):
+def test_truncated_texts_are_counted_and_flagged(tiny_cls):
     long = "word " * 600
     with pytest.warns(UserWarning, match="truncated"):
-        rows = clf.predict(["short", long])
-    full = len(clf.tokenizer.encode(long))
+        rows = tiny_cls.predict(["short", long])
+    full = len(tiny_cls.tokenizer.encode(long))
     assert rows[0]["truncated"] == 0 and rows[1]["truncated"] == full - 512 and rows[1]["label"] is not None
 
 
@@ -128,12 +123,12 @@ def test_a_model_without_classifier_says_how_to_get_one(minilm_dir):
     assert "\n" not in str(e.value)
 
 
-def test_table_in_table_out_keeps_every_row_and_the_gold_label(clf, tmp_path):
+def test_table_in_table_out_keeps_every_row_and_the_gold_label(tiny_cls, tmp_path):
     frame = pd.DataFrame({"id": [7, 8, 9], "review": ["great", "", "awful"], "label": ["positive", "neutral", "negative"]})
-    table, rows = predict_table(clf, frame)
+    table, rows = predict_table(tiny_cls, frame)
     assert table["id"].tolist() == [7, 8, 9] and table["label"].tolist() == ["positive", "neutral", "negative"]
     assert pd.isna(table["predicted_label"][1]) and table["error"][1] == "empty text" and pd.isna(table["error"][0])
-    assert {f"score_{n}" for n in clf.labels} <= set(table.columns)
+    assert {f"score_{n}" for n in tiny_cls.labels} <= set(table.columns)
     for suffix in ("csv", "jsonl", "json", "parquet"):
         path = write_predictions(table, tmp_path / f"out.{suffix}")
         back = {"csv": pd.read_csv, "parquet": pd.read_parquet,
@@ -143,8 +138,8 @@ def test_table_in_table_out_keeps_every_row_and_the_gold_label(clf, tmp_path):
     record = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[1])
     assert record["predicted_label"] is None and record["score_neutral"] is None and record["error"] == "empty text"
     with pytest.raises(BertkitError, match="the input has no text column"):
-        predict_table(clf, pd.DataFrame({"a": ["x"], "b": ["y"]}))
+        predict_table(tiny_cls, pd.DataFrame({"a": ["x"], "b": ["y"]}))
     with pytest.raises(BertkitError, match="no column 'body'"):
-        predict_table(clf, frame, "body")
+        predict_table(tiny_cls, frame, "body")
     with pytest.raises(BertkitError, match="use a file ending in"):
         write_predictions(table, tmp_path / "out.xlsx")

@@ -7,50 +7,25 @@ gets 408; a connection past the cap gets 503.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 
-import httpx
 import pytest
 
 pytest.importorskip("fastapi")
 
-import bertkit  # noqa: E402
 from bertkit.cli import build_parser, main  # noqa: E402
 from bertkit.options import specs  # noqa: E402
-from bertkit.serve import Settings, create_app  # noqa: E402
+from bertkit.serve import Settings  # noqa: E402
 from bertkit.serve.schemas import Limits  # noqa: E402
 from bertkit.tasks import get, tasks  # noqa: E402
 from bertkit.tasks.base import execute, make_options, prepare  # noqa: E402
+import helpers  # noqa: E402
 
 LONG = "The river bank was quiet while money moved through every bank in town. " * 40
 
 
-@pytest.fixture(scope="module")
-def mlm_model(tiny_mlm_dir):
-    return bertkit.load(tiny_mlm_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def cls_model(tiny_cls_dir):
-    return bertkit.load(tiny_cls_dir, device="cpu")
-
-
-@contextlib.asynccontextmanager
-async def serving(model, **settings):
-    app = create_app(model, Settings(warmup=False, **settings))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bertkit", timeout=60) as c:
-            c.app = app
-            yield c
-
-
 def serve_and(model, fn, **settings):
-    async def go():
-        async with serving(model, **settings) as c:
-            return await fn(c)
-
-    return asyncio.run(go())
+    return helpers.serve_and(model, fn, warmup=False, **settings)
 
 
 def batches_run(client) -> int:
@@ -96,25 +71,25 @@ def test_a_bad_server_setting_is_one_line_naming_its_flag_before_anything_starts
 
 
 # -- the work a request asks for ------------------------------------------------------------------
-def test_the_23_gb_fill_mask_request_is_refused_before_any_work(mlm_model):
+def test_the_23_gb_fill_mask_request_is_refused_before_any_work(tiny_mlm):
     """The issue's request: 8 texts of 400 [MASK]s with top_k 1000 (22 KB) took the server to 23.6 GB."""
     async def go(c):
         r = await c.post("/v1/fill-mask", json={"texts": ["[MASK] " * 400] * 8, "top_k": 1000})
         return r, batches_run(c)
 
-    r, ran = serve_and(mlm_model, go)
+    r, ran = serve_and(tiny_mlm, go)
     message = limit_error(r, "--max-answer-bytes")
     assert "bytes" in message and ran == 0
 
 
-def test_sequences_a_request_multiplies_count_against_its_token_budget(mlm_model, minilm):
+def test_sequences_a_request_multiplies_count_against_its_token_budget(tiny_mlm, minilm):
     async def targets(c):  # every multi-piece target runs one sequence per piece at every mask
         ok = await c.post("/v1/fill-mask", json={"texts": ["a [MASK] b"], "targets": ["aardvark"]})
         r = await c.post("/v1/fill-mask", json={"texts": ["a [MASK] b [MASK] c"] * 4,
                                                 "targets": ["aardvark", "unbelievable", "xylophone"]})
         return ok, r, batches_run(c)
 
-    ok, r, ran = serve_and(mlm_model, targets, max_request_tokens=100)
+    ok, r, ran = serve_and(tiny_mlm, targets, max_request_tokens=100)
     assert ok.status_code == 200 and ran == 1  # 4 pieces x 7 tokens fit
     assert "multi-piece targets" in limit_error(r, "--max-request-tokens")
 
@@ -138,7 +113,7 @@ def test_sequences_a_request_multiplies_count_against_its_token_budget(mlm_model
     ("minilm", "/v1/embed", {"texts": ["a"] * 100}, 100_000),  # 384 numbers per one-letter text
 ])
 def test_an_answer_over_the_size_cap_is_refused_before_any_work(request, model, path, body, cap):
-    model = request.getfixturevalue({"mlm": "mlm_model", "minilm": "minilm"}[model])
+    model = request.getfixturevalue({"mlm": "tiny_mlm", "minilm": "minilm"}[model])
 
     async def go(c):
         return await c.post(path, json=body), batches_run(c)
@@ -147,9 +122,9 @@ def test_an_answer_over_the_size_cap_is_refused_before_any_work(request, model, 
     assert f"{cap:,}" in limit_error(r, "--max-answer-bytes") and ran == 0
 
 
-def test_top_k_as_large_as_the_vocabulary_is_answered_within_the_cap(mlm_model):
-    vocab = mlm_model.config.vocab_size
-    r = serve_and(mlm_model, lambda c: c.post("/v1/fill-mask", json={"texts": ["a [MASK] b"], "top_k": vocab + 5}))
+def test_top_k_as_large_as_the_vocabulary_is_answered_within_the_cap(tiny_mlm):
+    vocab = tiny_mlm.config.vocab_size
+    r = serve_and(tiny_mlm, lambda c: c.post("/v1/fill-mask", json={"texts": ["a [MASK] b"], "top_k": vocab + 5}))
     assert r.status_code == 200 and len(r.json()[0]["masks"][0]) == vocab
 
 
@@ -194,20 +169,20 @@ def _runs_alone(task) -> bool:
 
 @pytest.mark.parametrize("model, name, body", SIZED + [(_serves(t), t.name, t.example) for t in tasks() if _runs_alone(t)])
 def test_every_task_estimates_its_answer_from_above_and_not_far_above(request, model, name, body):
-    model = request.getfixturevalue({"mlm": "mlm_model", "minilm": "minilm", "cls": "cls_model"}[model])
+    model = request.getfixturevalue({"mlm": "tiny_mlm", "minilm": "minilm", "cls": "tiny_cls"}[model])
     estimate, actual = _sizes(model, name, body)
     # Never under (a cap must hold), never so far over that a request well inside the cap is refused.
     assert actual <= estimate <= 4 * actual + 2048, (estimate, actual)
 
 
 # -- fill-mask's answer: one filled text per input, never the text per candidate --------------------
-def test_fill_mask_answers_one_filled_text_per_input_the_same_in_python_cli_and_server(mlm_model, tiny_mlm_dir,
+def test_fill_mask_answers_one_filled_text_per_input_the_same_in_python_cli_and_server(tiny_mlm, tiny_mlm_dir,
                                                                                         capsys):
     texts = ["The [MASK] sat on the [MASK].", "[MASK] " * 200]
-    python = mlm_model.fill_mask(texts, top_k=7)
+    python = tiny_mlm.fill_mask(texts, top_k=7)
     assert main(["fill-mask", *texts, "--model", str(tiny_mlm_dir), "--top-k", "7", "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)
-    server = serve_and(mlm_model, lambda c: c.post("/v1/fill-mask", json={"texts": texts, "top_k": 7})).json()
+    server = serve_and(tiny_mlm, lambda c: c.post("/v1/fill-mask", json={"texts": texts, "top_k": 7})).json()
     assert cli == server
     for answer, row in zip(python, server):
         assert set(row) == {"text", "filled", "masks", "truncated"} and row["filled"] == answer.filled

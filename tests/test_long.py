@@ -59,28 +59,18 @@ def test_head_tail_keeps_the_start_and_the_end():
 
 
 # -- every task: a text that fits is untouched by every strategy ---------------------------------------------
-@pytest.fixture(scope="module")
-def mlm(tiny_mlm_dir):
-    return bertkit.load(tiny_mlm_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def clf(tiny_cls_dir):
-    return bertkit.load(tiny_cls_dir, device="cpu")
-
-
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=lambda s: "-".join(map(str, s.values())))
-def test_a_text_that_fits_gives_exactly_the_same_answer_under_every_strategy(minilm, mlm, clf, strategy):
+def test_a_text_that_fits_gives_exactly_the_same_answer_under_every_strategy(minilm, tiny_mlm, tiny_cls, strategy):
     texts = [SHORT, "A second, different one."]
     assert np.array_equal(minilm.embed(texts, **strategy), minilm.embed(texts))
     assert minilm.similarity([SHORT, "She paid at the bank."], "bank", **{k: v for k, v in strategy.items()
                                                                         if k != "aggregate"}).similarity == \
         minilm.similarity([SHORT, "She paid at the bank."], "bank").similarity
     assert [e.ids for e in minilm.tokenize(texts, **strategy)] == [e.ids for e in minilm.tokenize(texts)]
-    assert clf.predict(texts, **strategy) == clf.predict(texts)
+    assert tiny_cls.predict(texts, **strategy) == tiny_cls.predict(texts)
     masked = ["The [MASK] sat on the mat.", "a [MASK] b [MASK]"]
     plain = {k: v for k, v in strategy.items() if k != "aggregate"}
-    assert mlm.fill_mask(masked, top_k=3, **plain) == mlm.fill_mask(masked, top_k=3)
+    assert tiny_mlm.fill_mask(masked, top_k=3, **plain) == tiny_mlm.fill_mask(masked, top_k=3)
 
 
 # -- long texts --------------------------------------------------------------------------------------
@@ -108,14 +98,14 @@ def test_a_long_embedding_is_the_token_weighted_mean_of_its_windows_embedded_one
     assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_chunked_classification_aggregates_window_probabilities(clf):
+def test_chunked_classification_aggregates_window_probabilities(tiny_cls):
     texts = [LONG, SHORT]
-    rows = {how: clf.predict(texts, long="chunk", aggregate=how) for how in ("mean", "max", "first", "vote")}
-    document = _windows(clf, LONG, 512, long="chunk")
+    rows = {how: tiny_cls.predict(texts, long="chunk", aggregate=how) for how in ("mean", "max", "first", "vote")}
+    document = _windows(tiny_cls, LONG, 512, long="chunk")
     probs = []
     for window in document.windows:
         with torch.inference_mode():
-            probs.append(clf.network.classify(bertkit.pack([window.ids], [window.type_ids]))[0].softmax(-1))
+            probs.append(tiny_cls.network.classify(bertkit.pack([window.ids], [window.type_ids]))[0].softmax(-1))
     probs = torch.stack(probs)
     weights = torch.tensor([len(w.ids) - 2 for w in document.windows], dtype=torch.float32)[:, None]
     mean = ((probs * weights).sum(0) / weights.sum()).tolist()
@@ -127,16 +117,16 @@ def test_chunked_classification_aggregates_window_probabilities(clf):
     assert list(rows["vote"][0]["scores"].values()) == pytest.approx(votes.tolist(), abs=1e-9)
     for how, answer in rows.items():
         assert answer[0]["windows"] == len(document.windows) and answer[0]["truncated"] == 0, how
-        assert answer[1] == clf.predict([SHORT])[0] | {}, how  # the short text: one window, unchanged
-    cut = clf.predict([LONG])[0]
+        assert answer[1] == tiny_cls.predict([SHORT])[0] | {}, how  # the short text: one window, unchanged
+    cut = tiny_cls.predict([LONG])[0]
     assert cut["windows"] == 1 and cut["truncated"] == len(document.full.ids) - 512
 
 
-def test_each_mask_is_read_from_the_window_where_it_has_most_context(mlm):
+def test_each_mask_is_read_from_the_window_where_it_has_most_context(tiny_mlm):
     text = "Words fill the page. " * 150 + "The [MASK] sat on the mat." + " More words follow here." * 150
-    document = _windows(mlm, text, 512, long="chunk", stride=128)
-    got = mlm.fill_mask([text], top_k=5, long="chunk", stride=128)[0][0]
-    mask = next(j for j, t in enumerate(document.full.ids[1:-1]) if t == mlm.tokenizer.mask_id)
+    document = _windows(tiny_mlm, text, 512, long="chunk", stride=128)
+    got = tiny_mlm.fill_mask([text], top_k=5, long="chunk", stride=128)[0][0]
+    mask = next(j for j, t in enumerate(document.full.ids[1:-1]) if t == tiny_mlm.tokenizer.mask_id)
     from bertkit.windows import best_window
 
     w = best_window(document, mask, mask)
@@ -145,12 +135,12 @@ def test_each_mask_is_read_from_the_window_where_it_has_most_context(mlm):
     assert context >= 128 // 2  # the window chosen has the mask well inside it
     batch = bertkit.pack([window.ids], [window.type_ids])
     with torch.inference_mode():
-        logits = mlm.network.mlm_head(mlm.network(batch)[1 + mask - document.starts[w]])
+        logits = tiny_mlm.network.mlm_head(tiny_mlm.network(batch)[1 + mask - document.starts[w]])
     want = logits.softmax(-1).topk(5)
     assert [c["id"] for c in got] == want.indices.tolist()
     assert [c["score"] for c in got] == pytest.approx(want.values.tolist(), abs=1e-6)
     with pytest.raises(bertkit.BertkitError, match="was cut off.*long='chunk'"):
-        mlm.fill_mask([text])
+        tiny_mlm.fill_mask([text])
 
 
 def test_the_word_is_read_from_the_window_where_it_has_most_context(minilm):
@@ -160,11 +150,11 @@ def test_the_word_is_read_from_the_window_where_it_has_most_context(minilm):
                                                                                           long.index("bank") + 4)
 
 
-def test_bad_long_options_are_one_line_errors_naming_the_option(minilm, clf):
+def test_bad_long_options_are_one_line_errors_naming_the_option(minilm, tiny_cls):
     with pytest.raises(OptionError, match="aggregate cannot be 'vote' for embed"):
         minilm.embed([LONG], long="chunk", aggregate="vote")
     with pytest.raises(OptionError, match="max_windows is 2, but a text needs"):
-        clf.predict([LONG * 3], long="chunk", max_windows=2)
+        tiny_cls.predict([LONG * 3], long="chunk", max_windows=2)
     with pytest.raises(OptionError, match="long must be one of truncate, head"):
         minilm.embed(["x"], long="middle")
     with pytest.raises(OptionError, match="aggregate cannot be 'mean' for similarity"):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -21,7 +20,7 @@ pytest.importorskip("fastapi")
 import bertkit  # noqa: E402
 from bertkit.cli import main as cli  # noqa: E402
 from bertkit.errors import BertkitError  # noqa: E402
-from bertkit.serve import Settings, create_app  # noqa: E402
+from helpers import serving  # noqa: E402
 
 try:
     from selenium import webdriver
@@ -40,17 +39,9 @@ WAIT = 60  # seconds an explicit wait may take on a busy 2-core machine before i
 
 
 # -- in-process: what is served, and to whom -----------------------------------------------------------
-@contextlib.asynccontextmanager
-async def serving(model, **settings):
-    app = create_app(model, Settings(warmup=False, **settings))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bertkit") as client:
-            yield client
-
-
 def fetch_all(model, paths, headers=None, **settings) -> dict[str, httpx.Response]:
     async def go():
-        async with serving(model, **settings) as client:
+        async with serving(model, warmup=False, **settings) as client:
             return {p: await client.get(p, headers=headers) for p in paths}
 
     return asyncio.run(go())
@@ -60,13 +51,8 @@ def references(html: str) -> list[str]:
     return re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html)
 
 
-@pytest.fixture(scope="module")
-def cls_model(tiny_cls_dir):
-    return bertkit.load(tiny_cls_dir, device="cpu")
-
-
-def test_the_page_and_the_docs_load_nothing_from_another_host(cls_model):
-    pages = fetch_all(cls_model, ["/", "/docs", "/redoc", "/openapi.json"])
+def test_the_page_and_the_docs_load_nothing_from_another_host(tiny_cls):
+    pages = fetch_all(tiny_cls, ["/", "/docs", "/redoc", "/openapi.json"])
     page = pages["/"]
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert not re.search(r"https?://", page.text), "the page names another host"
@@ -77,18 +63,18 @@ def test_the_page_and_the_docs_load_nothing_from_another_host(cls_model):
     assets = {("/" + a) if not a.startswith("/") else a for a in assets} - {"/docs"}
     assert {"/static/playground.js", "/static/playground.css", "/static/docs/swagger-ui-bundle.js",
             "/static/docs/swagger-ui.css"} <= assets
-    served = fetch_all(cls_model, sorted(assets))
+    served = fetch_all(tiny_cls, sorted(assets))
     assert {a: r.status_code for a, r in served.items()} == {a: 200 for a in assets}
     assert not re.search(r"https?://", served["/static/playground.js"].text + served["/static/playground.css"].text)
     # The page and the docs are for browsers, not part of the API the schema describes.
     assert not [p for p in pages["/openapi.json"].json()["paths"] if p in ("/", "/docs") or p.startswith("/static")]
 
 
-def test_the_page_opens_without_a_key_while_the_api_needs_one(cls_model):
+def test_the_page_opens_without_a_key_while_the_api_needs_one(tiny_cls):
     paths = ["/", "/static/playground.js", "/static/playground.css", "/docs", "/static/docs/swagger-ui-bundle.js",
              "/static/docs/swagger-ui.css", "/openapi.json", "/v1/model"]
-    anonymous = fetch_all(cls_model, paths, api_key=KEY)
-    keyed = fetch_all(cls_model, ["/v1/model"], headers={"Authorization": f"Bearer {KEY}"}, api_key=KEY)
+    anonymous = fetch_all(tiny_cls, paths, api_key=KEY)
+    keyed = fetch_all(tiny_cls, ["/v1/model"], headers={"Authorization": f"Bearer {KEY}"}, api_key=KEY)
     assert anonymous["/v1/model"].status_code == 401 and keyed["/v1/model"].status_code == 200
     assert {p: r.status_code for p, r in anonymous.items() if p != "/v1/model"} == {p: 200 for p in paths[:-1]}
 
@@ -419,13 +405,13 @@ def test_fill_mask_candidates_are_the_models(browser, servers, shots, tiny_mlm_d
     assert console_errors(browser) == []
 
 
-def test_classify_shows_every_labels_score(browser, servers, shots, cls_model):
+def test_classify_shows_every_labels_score(browser, servers, shots, tiny_cls):
     open_page(browser, servers["cls"])
     texts = ["What a wonderful film!", "Dull, long and far too loud."]
     fill(browser, "predict-texts", "\n".join(texts))
     assert send(browser, "predict", ctrl_enter(browser, "predict-texts")) == "done"
     boxes = panel(browser, "predict").find_elements(By.CLASS_NAME, "prediction")
-    want = cls_model.predict(texts)
+    want = tiny_cls.predict(texts)
     assert [b.get_attribute("data-label") for b in boxes] == [w["label"] for w in want]
     for box, w in zip(boxes, want):
         rows = box.find_elements(By.CLASS_NAME, "bar-row")

@@ -40,9 +40,7 @@ PARSE_ONLY = [
     (lambda argv: argv[:1] == ["bench"], "runs minutes of benchmarks (each adapter on the real scripts: test_bench.py)"),
 ]
 # Known failures of commands the README shows, by the command as shown: strict, so a fix turns them red.
-XFAIL = {
-    "bertkit evaluate --model runs/rt --data rotten_tomatoes --split test --json": "train makes no test split yet",
-}
+XFAIL: dict[str, str] = {}
 # Shell lines that are not `bertkit ...`: (pattern, "run" or "skip", reason).
 OTHER_COMMANDS = [
     (r"bash dev\.sh demo\b", "run", "dev.sh would (re)create the venv first: its demo module runs here, without the "
@@ -174,16 +172,24 @@ def cases() -> list:
 
 # -- the folders commands run in ------------------------------------------------------------------------
 def write_inputs(folder: Path) -> None:
-    """The files the README's commands read, small: reviews with star ratings, a text corpus."""
+    """The files the README's commands read, small: reviews with ids and star ratings, a text corpus, queries."""
     import pandas as pd
 
     words = {1: "dreadful dull mess", 3: "uneven but watchable", 5: "a wonderful moving film"}
-    rows = [{"review": f"Review {i}: {words[s]}.", "stars": s} for i, s in enumerate([1, 3, 5] * 80)]
+    rows = [{"id": f"r{i}", "review": f"Review {i}: {words[s]}.", "stars": s, "url": f"https://example.org/{i}"}
+            for i, s in enumerate([1, 3, 5] * 80)]
     pd.DataFrame(rows).to_csv(folder / "reviews.csv", index=False)
     pd.DataFrame(rows[:12]).to_parquet(folder / "reviews.parquet")
+    new = [{**r, "id": f"new{i}", "review": r["review"] + " Seen again."} for i, r in enumerate(rows[:5])]
+    pd.DataFrame(new).to_csv(folder / "new_reviews.csv", index=False)
     (folder / "corpus").mkdir()
     (folder / "corpus" / "part.txt").write_text("A first line.\nA second line of the corpus.\nThird.\n")
     (folder / "texts.txt").write_text("One text.\nAnother text.\n")
+    (folder / "queries.txt").write_text("a wonderful film\na dull mess\n")
+    pd.DataFrame({"query": ["a wonderful moving film", "a dreadful dull mess"],
+                  "relevant": ["r2,r5", "r0"]}).to_csv(folder / "qrels.csv", index=False)
+    pd.DataFrame({"query": ["a wonderful film"] * 8, "passage": [r["review"] for r in rows[:8]],
+                  "relevant": [int(r["stars"] == 5) for r in rows[:8]]}).to_csv(folder / "pairs.csv", index=False)
 
 
 @pytest.fixture(scope="module")
@@ -206,9 +212,10 @@ def block_dir(tmp_path_factory, request):
             write_inputs(folder)
             texts = [shown.text for shown in SHOWN if shown.block == block]
             written = {_value(bertkit_argv(split(variants(t)[0])[1])[0] or [], "--output") for t in texts}
-            if any("runs/rt" in t for t in texts) and "runs/rt" not in written:  # read by this block, not written
-                (folder / "runs").mkdir()
-                (folder / "runs" / "rt").symlink_to(request.getfixturevalue("trained"), target_is_directory=True)
+            for name in ("runs/rt", "runs/cross"):  # read by this block, not written: the trained classifier
+                if any(name in t for t in texts) and name not in written:  # (a two-label pair classifier reranks)
+                    (folder / "runs").mkdir(exist_ok=True)
+                    (folder / name).symlink_to(request.getfixturevalue("trained"), target_is_directory=True)
         return folders[block]
 
     return get
@@ -275,14 +282,18 @@ def run_other(shown: Shown, words: list[str], block_dir, monkeypatch) -> str | N
 
 
 def options_of(parser) -> dict[str, set[str]]:
-    """{command: its option strings} for every bertkit command."""
+    """{command: its option strings} for every bertkit command; a command with verbs (`index build`) also holds
+    its verbs' options."""
     import argparse
 
-    out = {}
+    out: dict[str, set[str]] = {}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 out[name] = {o for a in sub._actions for o in a.option_strings}
+                for verb, flags in options_of(sub).items():
+                    out[f"{name} {verb}"] = flags
+                    out[name] |= flags
     return out
 
 

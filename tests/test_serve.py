@@ -2,54 +2,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import re
 import time
 
-import httpx
 import pytest
 
 pytest.importorskip("fastapi")
 
-import bertkit  # noqa: E402
 from bertkit.cli import main as cli  # noqa: E402
 from bertkit.errors import BertkitError  # noqa: E402
-from bertkit.serve import Settings, create_app  # noqa: E402
 from bertkit.serve.settings import api_key_given  # noqa: E402
+from helpers import serve_and  # noqa: E402
 
 KEY = "s3cret-key"
 BANK = ["I sat on the river bank and watched the water.", "She deposited the cheque at the bank."]
-
-
-@pytest.fixture(scope="module")
-def cls_model(tiny_cls_dir):
-    return bertkit.load(tiny_cls_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def mlm_model(tiny_mlm_dir):
-    return bertkit.load(tiny_mlm_dir, device="cpu")
-
-
-@contextlib.asynccontextmanager
-async def serving(model, **settings):
-    """The app with its lifespan running (startup warm-up, shutdown drain) and a client talking to it in-process."""
-    app = create_app(model, Settings(**settings))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bertkit", timeout=60) as client:
-            client.app = app
-            yield client
-
-
-def serve_and(model, fn, **settings):
-    async def go():
-        async with serving(model, **settings) as client:
-            return await fn(client)
-
-    return asyncio.run(go())
 
 
 def assert_close(got, want, tol=1e-5, path="$"):
@@ -77,7 +45,7 @@ def cli_json(capsys, *argv):
 
 
 # -- the same answers as the command line ---------------------------------------------------------
-def test_task_endpoints_answer_what_the_cli_prints_with_json(capsys, minilm, cls_model, mlm_model, tiny_cls_dir, tiny_mlm_dir):
+def test_task_endpoints_answer_what_the_cli_prints_with_json(capsys, minilm, tiny_cls, tiny_mlm, tiny_cls_dir, tiny_mlm_dir):
     texts = ["A fine film.", "Dull, long and far too loud."]
 
     async def on_minilm(c):
@@ -97,29 +65,29 @@ def test_task_endpoints_answer_what_the_cli_prints_with_json(capsys, minilm, cls
     assert "plot" not in want  # the CLI adds it only with --plot
     assert_close(matrix, want)
 
-    predicted = serve_and(cls_model, lambda c: c.post("/v1/predict", json={"texts": texts}))
+    predicted = serve_and(tiny_cls, lambda c: c.post("/v1/predict", json={"texts": texts}))
     assert predicted.status_code == 200
     assert_close(predicted.json(), cli_json(capsys, "predict", "--model", str(tiny_cls_dir), *texts))
     masked = ["The [MASK] sat on the mat.", "Paris is the [MASK] of [MASK]."]
-    filled = serve_and(mlm_model, lambda c: c.post("/v1/fill-mask", json={"texts": masked, "top_k": 3}))
+    filled = serve_and(tiny_mlm, lambda c: c.post("/v1/fill-mask", json={"texts": masked, "top_k": 3}))
     assert filled.status_code == 200
     assert_close(filled.json(), cli_json(capsys, "fill-mask", "--model", str(tiny_mlm_dir), "--top-k", "3", *masked))
 
 
-def test_tasks_the_model_lacks_answer_400_saying_which_head_is_missing(cls_model, mlm_model):
+def test_tasks_the_model_lacks_answer_400_saying_which_head_is_missing(tiny_cls, tiny_mlm):
     body = {"texts": ["The [MASK] sat."]}
-    r = serve_and(cls_model, lambda c: c.post("/v1/fill-mask", json=body))
+    r = serve_and(tiny_cls, lambda c: c.post("/v1/fill-mask", json=body))
     assert r.status_code == 400 and r.json()["error"]["type"] == "unsupported_task"
     assert "masked-LM head" in r.json()["error"]["message"] and "/v1/predict" in r.json()["error"]["message"]
-    r = serve_and(mlm_model, lambda c: c.post("/v1/predict", json=body))
+    r = serve_and(tiny_mlm, lambda c: c.post("/v1/predict", json=body))
     assert r.status_code == 400 and "classifier head" in r.json()["error"]["message"]
-    r = serve_and(mlm_model, lambda c: c.post("/v1/predict", json={"texts": [], "what": 1}))
+    r = serve_and(tiny_mlm, lambda c: c.post("/v1/predict", json={"texts": [], "what": 1}))
     assert r.status_code == 400 and r.json()["error"]["type"] == "unsupported_task"  # said before the body's faults
 
     async def info(c):
         return (await c.get("/v1/model")).json()
 
-    endpoints = serve_and(mlm_model, info)["endpoints"]
+    endpoints = serve_and(tiny_mlm, info)["endpoints"]
     assert endpoints["/v1/fill-mask"] and not endpoints["/v1/predict"] and endpoints["/v1/embed"]
 
 
@@ -159,7 +127,7 @@ def test_concurrent_requests_get_exactly_the_single_request_answers(minilm, batc
             assert len(t.json()["embeddings"]) == len(body["texts"])
 
 
-def test_concurrent_predict_and_fill_mask_match_single_answers(cls_model, mlm_model):
+def test_concurrent_predict_and_fill_mask_match_single_answers(tiny_cls, tiny_mlm):
     predict = [{"texts": [f"text {i} " * (1 + i % 4)]} for i in range(8)]
     predict += [{"texts": ["premise", "another"], "pairs": ["hypothesis", "more"]}, {"texts": ["x"], "threshold": 0.9}]
     fill = [{"texts": [f"word {i} [MASK] " * (1 + i % 3)], "top_k": 1 + i % 4} for i in range(8)]
@@ -176,8 +144,8 @@ def test_concurrent_predict_and_fill_mask_match_single_answers(cls_model, mlm_mo
             assert t.status_code == 200, t.text
             assert_close(t.json(), a)
 
-    check(cls_model, "/v1/predict", predict)
-    check(mlm_model, "/v1/fill-mask", fill)
+    check(tiny_cls, "/v1/predict", predict)
+    check(tiny_mlm, "/v1/fill-mask", fill)
 
 
 def test_a_request_that_breaks_its_batch_fails_alone(minilm):
@@ -270,10 +238,10 @@ def test_wrong_method_and_content_type_are_4xx_json(minilm):
     assert wrong_type.status_code == 415 and "application/json" in wrong_type.json()["error"]["message"]
 
 
-def test_fill_mask_without_a_mask_is_refused_before_batching(mlm_model):
-    r = serve_and(mlm_model, lambda c: c.post("/v1/fill-mask", json={"texts": ["fine [MASK]", "no mask here"]}))
+def test_fill_mask_without_a_mask_is_refused_before_batching(tiny_mlm):
+    r = serve_and(tiny_mlm, lambda c: c.post("/v1/fill-mask", json={"texts": ["fine [MASK]", "no mask here"]}))
     assert r.status_code == 422 and r.json()["error"]["message"].startswith("texts[1] has no [MASK]")
-    assert mlm_model.tokenizer  # the model is still usable (the server never died)
+    assert tiny_mlm.tokenizer  # the model is still usable (the server never died)
 
 
 def test_limits_on_texts_characters_and_body_size(minilm):
@@ -301,7 +269,7 @@ def test_limits_on_texts_characters_and_body_size(minilm):
 
 
 @pytest.mark.filterwarnings("ignore:.*were truncated")
-def test_over_long_texts_are_cut_and_flagged_or_rejected_when_asked(minilm, mlm_model):
+def test_over_long_texts_are_cut_and_flagged_or_rejected_when_asked(minilm, tiny_mlm):
     long_text = "word " * 400  # 402 tokens: over MiniLM's 256 for embeddings, within its 512 otherwise
 
     async def go(c):
@@ -320,7 +288,7 @@ def test_over_long_texts_are_cut_and_flagged_or_rejected_when_asked(minilm, mlm_
         return (await c.post("/v1/fill-mask", json={"texts": ["[MASK] " + "word " * 600]}),
                 await c.post("/v1/fill-mask", json={"texts": ["word " * 600 + "[MASK]"]}))
 
-    kept, lost = serve_and(mlm_model, mlm)
+    kept, lost = serve_and(tiny_mlm, mlm)
     assert kept.status_code == 200 and kept.json()[0]["truncated"] == 603 - 512  # [CLS] [MASK] 600 words [SEP]
     assert lost.status_code == 422 and "was cut off" in lost.json()["error"]["message"]
 
@@ -368,15 +336,15 @@ def test_readyz_turns_503_while_draining_and_new_work_is_refused(minilm):
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
 
 
-def test_model_info_has_config_labels_and_limits(cls_model):
+def test_model_info_has_config_labels_and_limits(tiny_cls):
     async def go(c):
         return (await c.get("/v1/model")).json()
 
-    info = serve_and(cls_model, go, max_texts=7, max_wait_ms=3)
+    info = serve_and(tiny_cls, go, max_texts=7, max_wait_ms=3)
     assert info["labels"] == ["negative", "neutral", "positive"] and "classifier" in info["heads"]
     assert info["config"]["hidden_size"] == 64 and info["max_length"] == 512
     assert info["limits"]["max_texts"] == 7 and info["limits"]["max_wait_ms"] == 3 and info["limits"]["api_key"] is False
-    assert info["limits"]["max_batch_tokens"] == cls_model.default_batch_tokens
+    assert info["limits"]["max_batch_tokens"] == tiny_cls.default_batch_tokens
 
 
 SAMPLE = re.compile(r'^([a-z_]+)(\{[^}]*\})? (-?[0-9.e+-]+|\+Inf|NaN)$')

