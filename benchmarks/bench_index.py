@@ -160,7 +160,7 @@ def crossover(sizes: list[int], storage: str, workdir: Path) -> list[dict]:
 
 
 def libraries(n: int, kind: str, n_queries: int) -> list[dict]:
-    """The candidate libraries side by side on the same vectors, HNSW M=16, efConstruction=128, efSearch=64."""
+    """The candidate libraries side by side on the same vectors, with our HNSW settings (M, efConstruction, efSearch)."""
     from bertkit.index import ann as ours
 
     data = vectors(kind, n, n, 0)

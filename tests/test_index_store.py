@@ -274,3 +274,19 @@ def test_manifest_json_round_trip():
                              parts=(("part-000000.parquet", 5),), ann=store.AnnEntry("ann-000001.usearch", 5, 0.01),
                              generation=1, extra={"input": "corpus/"})
     assert IndexManifest.from_json(manifest.to_json()) == manifest
+
+
+def test_take_rows_reads_each_row_from_its_own_chunk_in_the_order_asked():
+    import pyarrow as pa
+
+    from bertkit.index.store import take_rows
+
+    rng = np.random.default_rng(0)
+    values = [f"row {i}" if i % 7 else None for i in range(1000)]
+    sizes = [0, 1, 300, 0, 199, 500]  # empty chunks too
+    starts = np.cumsum([0] + sizes)
+    column = pa.chunked_array([pa.array(values[a:b], pa.string()) for a, b in zip(starts[:-1], starts[1:])])
+    rows = rng.integers(0, 1000, 200)
+    rows[:3] = [999, 0, 999]  # the ends, a repeat
+    assert take_rows(column, rows) == [values[r] for r in rows]
+    assert take_rows(column, np.zeros(0, np.int64)) == []

@@ -299,7 +299,8 @@ def options_of(parser) -> dict[str, set[str]]:
 
 def prose_flags(text: str | None = None) -> list[tuple[int, str | None, str]]:
     """(line, command or None, flag) for each `--flag` in a code span of running text; in a table row whose cell
-    shows `bertkit COMMAND ...`, the flags in that cell belong to COMMAND."""
+    shows `bertkit COMMAND ...`, the flags in that cell belong to COMMAND. Spans that run a script (`python ...`)
+    are skipped: their flags are the script's."""
     lines = (README.read_text(encoding="utf-8") if text is None else text).splitlines()
     found, in_block, prose = [], False, []
     for n, line in enumerate(lines, 1):
@@ -317,7 +318,7 @@ def prose_flags(text: str | None = None) -> list[tuple[int, str | None, str]]:
     joined = "\n".join(line for _, line in prose if not line.lstrip().startswith("|"))
     starts = [n for n, line in prose if not line.lstrip().startswith("|")]
     for m in re.finditer(r"`([^`]+)`", joined):
-        if not m.group(1).startswith("bertkit "):
+        if not " ".join(m.group(1).split()).startswith(("bertkit ", "python ")):  # a script's flags are its own
             found += [(starts[joined.count("\n", 0, m.start())], None, f) for f in flag.findall(m.group(1))]
     return found
 

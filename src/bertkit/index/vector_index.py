@@ -123,7 +123,7 @@ class VectorIndex:
         _same_length("hashes", hashes, ids)
         rows = [self._row_of.get(i, -1) for i in ids]
         known = [r for r in rows if r >= 0]
-        stored = iter(self._table.column("hash").take(pa.array(known, pa.int64())).to_pylist()) if known else iter(())
+        stored = iter(store.take_rows(self._table.column("hash"), np.array(known, np.int64)))
         return np.array([r < 0 or next(stored) != h for r, h in zip(rows, hashes)], dtype=bool)
 
     def add(self, ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str | None] | None = None,
@@ -272,8 +272,7 @@ class VectorIndex:
         """
         rows, scores = self.search_rows(queries, top_k, exact=exact, rescore_factor=rescore_factor)
         found = rows[rows >= 0]
-        taken = self._table.take(pa.array(found, pa.int64())).to_pydict() if len(found) else {}
-        details = iter(zip(taken.get("id", []), taken.get("text", []), taken.get("metadata", [])))
+        details = iter(zip(*(store.take_rows(self._table.column(name), found) for name in ("id", "text", "metadata"))))
         hits = []
         for query_rows, query_scores in zip(rows, scores):
             hits.append([])
