@@ -36,6 +36,13 @@ def started(monkeypatch):
     return seen
 
 
+def serve(monkeypatch, model_dir, flag: str | None, env: str | None) -> int:
+    """`bertkit serve` with `--api-key FLAG` and BERTKIT_API_KEY=ENV, each only where not None; its exit code."""
+    if env is not None:
+        monkeypatch.setenv(API_KEY_ENV, env)
+    return main(["serve", "--model", str(model_dir), "--port", "0"] + (["--api-key", flag] if flag is not None else []))
+
+
 @pytest.mark.parametrize("flag, env, says", [
     (None, "", "is empty"),  # BERTKIT_API_KEY= bertkit serve
     ("", None, "is empty"),  # --api-key ""
@@ -47,10 +54,7 @@ def started(monkeypatch):
 ])
 def test_a_key_given_empty_or_unsendable_stops_the_start_in_one_line(capsys, monkeypatch, started, tiny_mlm_dir,
                                                                       flag, env, says):
-    if env is not None:
-        monkeypatch.setenv(API_KEY_ENV, env)
-    argv = ["serve", "--model", str(tiny_mlm_dir), "--port", "0"] + (["--api-key", flag] if flag is not None else [])
-    assert main(argv) == 2
+    assert serve(monkeypatch, tiny_mlm_dir, flag, env) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --api-key ") and says in err and err.count("\n") == 1, err
     assert "settings" not in started
@@ -63,10 +67,7 @@ def test_a_key_given_empty_or_unsendable_stops_the_start_in_one_line(capsys, mon
 ])
 def test_only_no_key_at_all_means_off_and_the_start_up_line_says_so(capsys, monkeypatch, started, tiny_mlm_dir,
                                                                      flag, env, key):
-    if env is not None:
-        monkeypatch.setenv(API_KEY_ENV, env)
-    argv = ["serve", "--model", str(tiny_mlm_dir), "--port", "0"] + (["--api-key", flag] if flag is not None else [])
-    assert main(argv) == 0
+    assert serve(monkeypatch, tiny_mlm_dir, flag, env) == 0
     err = capsys.readouterr().err
     assert started["settings"].api_key == key
     first = err.splitlines()[0]
