@@ -94,7 +94,7 @@ def run(n: int = 3000, model: str = "minilm", threads: int = 2, repeats: int = 5
     import bertkit
     from transformers import AutoTokenizer, BertModel
 
-    from bertkit.batching import pack, plan_batches
+    from bertkit.batching import group_by_budget, pack
 
     ours = bertkit.load(model, device=device)
     tok = AutoTokenizer.from_pretrained(str(ours.folder))
@@ -117,8 +117,8 @@ def run(n: int = 3000, model: str = "minilm", threads: int = 2, repeats: int = 5
 
     hf_inputs = [tok(texts[i: i + batch_size], padding=True, truncation=True, return_tensors="pt").to(device)
                  for i in range(0, len(texts), batch_size)]
-    plan = plan_batches(lengths, budget)
-    packed = [ours.to_device(pack([encodings[i].ids for i in p], [encodings[i].type_ids for i in p], index=p)) for p in plan]
+    groups = group_by_budget(lengths, budget)
+    packed = [ours.to_device(pack([encodings[i].ids for i in p], [encodings[i].type_ids for i in p], index=p)) for p in groups]
 
     def reference_forward():
         with torch.inference_mode():

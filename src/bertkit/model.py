@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 
-from bertkit.batching import Batch, pack, plan_batches
+from bertkit.batching import Batch, group_by_budget, pack
 from bertkit.checkpoint import load_network, resolve, save_network
 from bertkit.config import BertConfig
 from bertkit.device import autocast, pick_device
@@ -144,8 +144,8 @@ class Model:
         if batch_tokens is not None and (isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int)
                                          or batch_tokens < 1):
             raise OptionError("batch_tokens", f"must be a positive whole number of tokens, not {batch_tokens!r}")
-        plan = plan_batches([len(e) for e in encodings], batch_tokens or self.default_batch_tokens)
-        for indices in plan:
+        groups = group_by_budget([len(e) for e in encodings], batch_tokens or self.default_batch_tokens)
+        for indices in groups:
             batch = pack([encodings[i].ids for i in indices], [encodings[i].type_ids for i in indices], index=indices)
             yield self.to_device(batch)
 

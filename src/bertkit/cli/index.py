@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from bertkit.cli.common import add_json_arg, add_model_args, emit, load_model
+from bertkit.cli.common import add_json_arg, add_model_args, emit, load_model, text_column_help
+from bertkit.data import SHARD_ROWS, formats_help
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,19 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        ("add", "embed new or changed rows of a corpus into an existing index")):
         q = verbs.add_parser(verb, help=help, description=help + "; unchanged rows are skipped, so a re-run only "
                              "embeds what is new")
-        q.add_argument("--input", "-i", required=True, help="a file or a folder of files (.csv, .tsv, .jsonl, .json, "
-                                                            ".parquet, .txt, optionally compressed)")
+        q.add_argument("--input", "-i", required=True, help=f"a file or a folder of files ({formats_help()})")
         q.add_argument("--output", "-o", required=True, metavar="INDEX", help="the index folder")
-        q.add_argument("--text-column", help="the column of texts (default: text, sentence, review, content, or the "
-                                             "only column)")
+        q.add_argument("--text-column", help=text_column_help())
         q.add_argument("--id-column", help="a column of unique ids (default: FILE:ROW)")
         q.add_argument("--metadata-columns", default="", help="comma-separated columns stored with each row and "
                                                               "returned with its hits")
         q.add_argument("--storage", choices=STORAGES, default=STORAGE_DEFAULT,
                        help=f"how the search graph stores vectors; hits are always rescored in float32 "
                             f"(default: {STORAGE_DEFAULT})")
-        q.add_argument("--shard-rows", type=int, default=10_000, help="rows embedded and written at a time "
-                                                                      "(default: 10000)")
+        q.add_argument("--shard-rows", type=int, default=SHARD_ROWS, help=f"rows embedded and written at a time "
+                                                                         f"(default: {SHARD_ROWS})")
         q.add_argument("--batch-tokens", type=int, default=None, help="token budget per batch (default: by device)")
         q.add_argument("--no-progress", action="store_true", help="no progress bar")
         add_model_args(q)

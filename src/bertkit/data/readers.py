@@ -52,6 +52,7 @@ from bertkit.paths import input_path
 INPUT_FORMATS = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
 COMPRESSIONS: dict[str, Callable[..., IO[bytes]]] = {".bz2": bz2.open, ".gz": gzip.open, ".xz": lzma.open}
 STDIN = "-"
+SHARD_ROWS = 10_000  # rows a corpus is read, run and written at a time (corpus mode, index builds), by default
 
 # What a file of each format needs at least, for the message when it has no rows.
 _NEEDS = {".txt": "at least one line", ".jsonl": "at least one JSON object", ".json": "at least one JSON object",

@@ -32,7 +32,7 @@ def model_fingerprint(model: "Model") -> str:
 
 def index_settings(model: "Model", pooling: str | None = None, normalize: bool | None = None) -> dict:
     """The embedding settings an index records: the model (by name and fingerprint), pooling, normalisation, dim."""
-    from bertkit.tasks.embeddings import EmbedOptions, settings
+    from bertkit.tasks.embed import EmbedOptions, settings
 
     pooling, normalize = settings(model, EmbedOptions(pooling=pooling, normalize=normalize))
     return {"model": str(model.source), "pooling": pooling, "normalize": bool(normalize),

@@ -105,7 +105,7 @@ class Service:
         return make_options(task, given | (task.server_options(self.settings) or {}))
 
     def info(self) -> dict:
-        from bertkit.tasks.embeddings import embed_max_length
+        from bertkit.tasks.embed import embed_max_length
 
         m, sentence = self.model, self.model.sentence_config
         return {

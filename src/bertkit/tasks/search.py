@@ -1,7 +1,6 @@
 """Search: embed queries like the index's rows were embedded, find their nearest rows, optionally rerank with a cross-encoder."""
 from __future__ import annotations
 
-import argparse
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from bertkit.errors import BertkitError
 from bertkit.index.ann import EXACT_BELOW
 from bertkit.options import REQUIRED, option
 from bertkit.tasks.base import Item, Prepared, Task, closed
+from bertkit.terminal import shown
 from bertkit.windows import LongOptions
 
 if TYPE_CHECKING:
@@ -98,10 +98,10 @@ class Search(Task):
     def human(self, payload: list[dict], prepared: Prepared) -> str:
         lines = []
         for row in payload:
-            lines.append(row["query"])
+            lines.append(shown(row["query"]))
             for hit in row["hits"]:
                 extra = f"  rerank {hit['rerank_score']:.4f}" if "rerank_score" in hit else ""
-                lines.append(f"  {hit['score']:.4f}{extra}  {hit['id']}  {(hit['text'] or '')[:80]}")
+                lines.append(f"  {hit['score']:.4f}{extra}  {shown(hit['id'])}  {shown((hit['text'] or '')[:80])}")
         return "\n".join(lines)
 
     def answer_size(self, model: "Model", prepared: Prepared, options: SearchOptions) -> int:
@@ -123,30 +123,10 @@ class Search(Task):
 
     @staticmethod
     def _embed_options(options: SearchOptions):
-        from bertkit.tasks.embeddings import EmbedOptions
+        from bertkit.tasks.embed import EmbedOptions
 
         manifest = open_index(options.index).manifest
         return EmbedOptions(pooling=manifest.pooling, normalize=manifest.normalize)
-
-    # -- the command line's evaluation mode ------------------------------------------------------------
-    def cli_flags(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--eval", metavar="QRELS", help="score the index on a file of queries and their relevant "
-                            "ids (columns query, relevant: ids joined by commas): recall@top-k, MRR@10, nDCG@10, "
-                            "and the graph's recall against exact search")
-
-    def cli_run(self, args: argparse.Namespace, options: SearchOptions) -> dict | None:
-        if not getattr(args, "eval", None):
-            return None
-        from bertkit.cli.common import load_model
-        from bertkit.index.evaluate import evaluate, read_qrels
-
-        queries, relevant = read_qrels(args.eval)
-        return evaluate(load_model(args), options, queries, relevant, batch_tokens=args.batch_tokens)
-
-    def human_cli(self, report: dict) -> str:
-        from bertkit.index.evaluate import format_report
-
-        return format_report(report)
 
 
 # -- indexes and cross-encoders, opened once per process --------------------------------------------------

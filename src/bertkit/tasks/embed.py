@@ -16,6 +16,7 @@ from bertkit.batching import Batch
 from bertkit.options import option
 from bertkit.paths import output_file
 from bertkit.tasks.base import JSON_NUMBER, Item, Prepared, Task, closed
+from bertkit.terminal import shown
 from bertkit.windows import LongOptions, weights
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ class Embed(Task):
         for v, text, cut in zip(vectors, prepared.texts, payload["truncated"]):
             preview = ", ".join(f"{x:+.4f}" for x in v[:4])
             note = f"  ({cut} tokens cut)" if cut else ""
-            lines.append(f"[{preview}, …]  norm {float((v ** 2).sum()) ** 0.5:.3f}  {text[:60]}{note}")
+            lines.append(f"[{preview}, …]  norm {float((v ** 2).sum()) ** 0.5:.3f}  {shown(text[:60])}{note}")
         return "\n".join(lines)
 
     def columns(self, model: "Model", prepared: Prepared, results: list, options: Any) -> dict[str, list]:
