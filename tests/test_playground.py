@@ -4,11 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import re
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import httpx
@@ -20,7 +16,7 @@ pytest.importorskip("fastapi")
 import bertkit  # noqa: E402
 from bertkit.cli import main as cli  # noqa: E402
 from bertkit.errors import BertkitError  # noqa: E402
-from helpers import serving  # noqa: E402
+from helpers import ServeProcess, serving  # noqa: E402
 
 try:
     from selenium import webdriver
@@ -36,6 +32,7 @@ KEY = "playground-key"
 BANK = ["I sat on the river bank and watched the water.", "She deposited the cheque at the bank.",
         "The bank raised its interest rates again."]
 WAIT = 60  # seconds an explicit wait may take on a busy 2-core machine before it fails
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # four servers share two cores; tiny requests need no threads
 
 
 # -- in-process: what is served, and to whom -----------------------------------------------------------
@@ -104,55 +101,17 @@ def browser(servers):
     driver.quit()
 
 
-class Server:
-    """`bertkit serve` in a subprocess on a free loopback port, read from its start-up line."""
-
-    def __init__(self, model_dir: Path, *flags: str) -> None:
-        env = dict(os.environ, OMP_NUM_THREADS="1")  # four servers share two cores; tiny requests need no threads
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bertkit", "serve", "--model", str(model_dir), "--port", "0", "--device", "cpu",
-             "--no-access-log", "--log-level", "info", *flags],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-        self.log: list[str] = []
-        self.url: str | None = None
-        self._listening = threading.Event()
-        threading.Thread(target=self._drain, daemon=True).start()  # a full stderr pipe would block the server
-
-    def _drain(self) -> None:
-        for line in self.proc.stderr:
-            self.log.append(line)
-            found = re.search(r"http://127\.0\.0\.1:\d+", line)  # bertkit's start-up line names the chosen port
-            if found and self.url is None:
-                self.url = found.group(0)
-            if "Application startup complete" in line:  # uvicorn: warmed up; it listens right after this
-                self._listening.set()
-        self._listening.set()  # the process ended: wake whoever waits
-
-    def ready(self) -> str:
-        listening = self._listening.wait(120)
-        assert listening and self.url and self.proc.poll() is None, "bertkit serve did not start:\n" + "".join(self.log)
-        # The listen() that follows the start-up line may be a moment behind: the transport retries a refused connect.
-        with httpx.Client(transport=httpx.HTTPTransport(retries=3), timeout=30) as client:
-            assert client.get(f"{self.url}/healthz").status_code == 200
-        return self.url
-
-    def stop(self) -> None:
-        # Killed, not drained: a graceful stop (test_serve's subject) of four servers at once costs ~7 s here.
-        self.proc.kill()
-        self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def servers(minilm_dir, tiny_mlm_dir, tiny_cls_dir):
     """One server per model, started together so their start-ups overlap."""
     need_a_browser()  # before paying for four start-ups
-    started = {"minilm": Server(minilm_dir), "mlm": Server(tiny_mlm_dir), "cls": Server(tiny_cls_dir),
-               "keyed": Server(tiny_cls_dir, "--api-key", KEY)}
+    started = {name: ServeProcess(model, *flags, env=ONE_THREAD).start() for name, model, *flags in (
+        ("minilm", minilm_dir), ("mlm", tiny_mlm_dir), ("cls", tiny_cls_dir), ("keyed", tiny_cls_dir, "--api-key", KEY))}
     try:
         yield {name: s.ready() for name, s in started.items()}
     finally:
         for s in started.values():
-            s.stop()
+            s.stop(graceful=False)  # a graceful stop (test_serve_process's subject) of four servers costs ~7 s here
 
 
 @pytest.fixture(scope="module")

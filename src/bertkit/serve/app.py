@@ -13,7 +13,8 @@ from bertkit import __version__
 from bertkit.errors import BertkitError, OptionError
 from bertkit.model import Model
 from bertkit.serve import schemas as s
-from bertkit.serve.errors import ServeError, error_response, http_error, is_json, not_json, validation_error
+from bertkit.serve.errors import (ServeError, error_response, http_error, is_json, not_json, unreadable_json,
+                                  validation_error)
 from bertkit.serve.gate import Gate, is_public
 from bertkit.serve.metrics import CONTENT_TYPE
 from bertkit.serve.openai import add_routes as add_openai
@@ -74,9 +75,9 @@ def create_app(model: Model, settings: Settings | None = None) -> FastAPI:
         """The process is up (never needs the API key)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", response_model=s.Status, responses={401: ERRORS[401], 503: ERRORS[503]}, tags=["server"])
+    @app.get("/readyz", response_model=s.Status, responses={503: ERRORS[503]}, tags=["server"])
     async def readyz() -> Any:
-        """Ready for traffic: warmed up and not shutting down (503 while draining)."""
+        """Ready for traffic: warmed up and not shutting down (503 while draining). Never needs the API key."""
         if service.draining:
             return error_response(503, "shutting_down", "the server is draining before it exits")
         if not service.ready:
@@ -126,6 +127,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI failed to parse the JSON body it was sent
+            return unreadable_json(exc.__cause__)
         return http_error(exc.status_code, exc.detail, request.method, request.url.path, getattr(exc, "headers", None))
 
     @app.exception_handler(ServeError)

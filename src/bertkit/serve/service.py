@@ -37,11 +37,13 @@ class Service:
         self.worker = Worker()
         self.ready = False
         self.draining = False
-        self.in_flight = 0
+        self.in_flight = 0  # requests in the gate, refused ones included
+        self.serving = 0  # requests the gate has taken on and not yet answered (what --max-connections caps)
         self.paths: set[str] = set()  # the app's routes, so metrics can name known endpoints (set by create_app)
         self.connections: Callable[[], int] = lambda: 0  # open connections, told by the runner (none in-process)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.metrics = Metrics(self.queue_depths, lambda: self.in_flight, lambda: self.draining, lambda: self.connections())
+        self.metrics = Metrics(self.queue_depths, lambda: self.in_flight, lambda: self.draining, lambda: self.connections(),
+                               lambda: self.serving)
         self.batchers = {
             task.name: Batcher(task.name, self._runner(task), self.worker, self.max_batch_tokens,
                                self.settings.max_wait_ms / 1000, self.settings.batching, self.settings.max_queue,
