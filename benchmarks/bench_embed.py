@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ours = bertkit.load(args.model, device="cpu")
     theirs = SentenceTransformer(str(ours.folder), device="cpu")
     texts = build_texts(args.n, args.long_every)
-    lengths = [len(e) for e in ours.encode(texts, max_length=ours.sentence_config.get("max_seq_length"))]
+    lengths = [len(e) for e in ours.tokenize(texts, max_length=ours.sentence_config.get("max_seq_length"))]
     budget = args.batch_tokens or int(args.batch_size * np.mean(lengths))
 
     runs = {

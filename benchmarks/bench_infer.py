@@ -101,7 +101,7 @@ def run(n: int = 3000, model: str = "minilm", threads: int = 2, repeats: int = 5
     ref = BertModel.from_pretrained(str(ours.folder), attn_implementation="sdpa").to(device).eval()
     texts, labels = load_texts(n)
     budget = batch_tokens or ours.default_batch_tokens
-    encodings = ours.encode(texts)
+    encodings = ours.tokenize(texts)
     lengths = [len(e) for e in encodings]
 
     def reference_end_to_end():

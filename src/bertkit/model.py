@@ -120,7 +120,7 @@ class Model:
     # -- the shared machinery of every task -------------------------------------------------------
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                max_length: int | None = None) -> list[Encoding]:
-        """Deprecated name of `tokenize` (in sentence-transformers `encode` means "embed"); removed in 0.3."""
+        """Deprecated name of `tokenize` (in sentence-transformers `encode` means "embed"); removed in 0.2."""
         warnings.warn("Model.encode is deprecated: it is called tokenize now (encode means embed elsewhere)",
                       DeprecationWarning, stacklevel=2)
         return self.tokenize(texts, pairs, max_length)
