@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from bertkit.batching import Batch, pack
+from bertkit.data import TextDataset
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -326,3 +328,26 @@ def cli_commands() -> dict:
     from bertkit.cli import build_parser
 
     return next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+# -- labelled text for training tests ---------------------------------------------------------------------------
+POS = ["great", "wonderful", "excellent", "superb", "delightful", "brilliant"]
+NEG = ["terrible", "awful", "boring", "dreadful", "poor", "horrible"]
+FILLER = ["the", "movie", "film", "plot", "actor", "was", "really", "quite", "story", "scene", "and", "a"]
+FAST = dict(lr=5e-3, batch_size=16, max_length=32, warmup_ratio=0.1, seed=0)
+
+
+def sentiment_rows(n: int, seed: int = 0, names=("neg", "pos")) -> list[tuple[str, str]]:
+    """Texts whose label is given away by one keyword among filler words; every text is distinct."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = rng.random() < 0.5
+        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 9))]
+        words.insert(rng.randrange(len(words) + 1), rng.choice(POS if label else NEG))
+        rows.append((" ".join(words) + f" {seed}x{i}", names[int(label)]))
+    return rows
+
+
+def dataset(rows, names=("neg", "pos")) -> TextDataset:
+    return TextDataset([t for t, _ in rows], [names.index(y) for _, y in rows], list(names), source="synthetic")

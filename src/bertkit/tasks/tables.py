@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from bertkit.errors import BertkitError
-from bertkit.table_files import TABLE_OUTPUTS, write_table  # noqa: F401  (the writer, for callers of this module)
+from bertkit.table_files import write_table  # noqa: F401  (predict_table's callers write through this module)
 from bertkit.tasks.base import Prepared, Task, execute, make_options, prepare
 
 if TYPE_CHECKING:
