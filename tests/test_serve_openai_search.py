@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import bertkit
-from bertkit.index.build import build_index
+from bertkit.index_build import build_index
 from test_playground import Server
 
 KEY = "openai-test-key"
