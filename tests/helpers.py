@@ -149,3 +149,55 @@ def serve_and(model, fn, **settings):
             return await fn(client)
 
     return asyncio.run(go())
+
+
+# -- a command paused mid-write, in its own process ------------------------------------------------------
+_PAUSED = """
+import importlib, sys
+from bertkit.cli import main
+module, attr = sys.argv[1].split(":")
+owner = importlib.import_module(module)
+*path, name = attr.split(".")
+for step in path:
+    owner = getattr(owner, step)
+real, first = getattr(owner, name), [True]
+def paused(*args, **kwargs):
+    if first[0]:  # the first call: say so, and wait for the test to let it go on
+        first[0] = False
+        print("paused", flush=True)
+        sys.stdin.readline()
+    return real(*args, **kwargs)
+setattr(owner, name, paused)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+class PausedCommand:
+    """`bertkit ARGS` in a child process that stops at the first call of `where` ("module:Owner.function") until
+    `resume()`: a handshake over its pipes, no sleeping. `with PausedCommand(...) as child:` waits for the pause."""
+
+    def __init__(self, where: str, *args: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
+        self.process = subprocess.Popen([sys.executable, "-c", _PAUSED, where, *args], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def __enter__(self) -> "PausedCommand":
+        line = self.process.stdout.readline()
+        if line.strip() != "paused":
+            self.process.kill()
+            raise AssertionError(f"the command ended before pausing: {line}{self.process.stderr.read()[-2000:]}")
+        return self
+
+    def resume(self, timeout: float = 300) -> tuple[int, str, str]:
+        """Let it go on; its exit status, the rest of its stdout, and its stderr."""
+        out, err = self.process.communicate("\n", timeout=timeout)
+        return self.process.returncode, out, err
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
