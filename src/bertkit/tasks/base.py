@@ -18,11 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
-from bertkit.errors import BertkitError, OverBudget
+from bertkit.errors import BertkitError, OptionError, OverBudget
 from bertkit.inputs import as_text_list, check_pairs, no_tokens_problem, row_problem, warn_truncated
 from bertkit.options import specs
 from bertkit.tokenizer import Encoding
-from bertkit.windows import SAVED, Document, Plan, split_document
+from bertkit.windows import SAVED, Document, Plan, Reading, read_text, shift_offsets, split_document, tokens_read
 
 if TYPE_CHECKING:
     from bertkit.batching import Batch
@@ -99,7 +99,7 @@ class Prepared:
         return [len(d.windows) if d is not None else 0 for d in self.documents]
 
     def warn(self) -> None:
-        warn_truncated(self.truncated, self.limit)
+        warn_truncated(self.truncated, self.limit, [d.unread if d is not None else 0 for d in self.documents])
 
     @property
     def tokens(self) -> int:
@@ -286,16 +286,54 @@ def limit(task: Task, model: "Model", options: Any, plan: Plan) -> int:
 
 def documents(model: "Model", texts: list[str], pairs: list[str] | None, limit: int, plan: Plan,
               segment: int = 0, spend: Callable[[int], None] | None = None) -> list[Document]:
-    """Tokenize once and cut each text into the sequences its long-document plan asks for (bertkit.windows)."""
-    if plan.long == "truncate" and plan.side == "right":  # the tokenizer's own truncation: what every release did
-        found = model.tokenizer.encode_batch(texts, pairs, max_length=limit)
+    """Tokenize once and cut each text into the sequences its long-document plan asks for (bertkit.windows).
+
+    Only what the plan keeps is read of a long text (bertkit.windows.read_text): memory per text is
+    bounded by its window, not by its length.
+    """
+    tok = model.tokenizer
+    reach = tokens_read(plan, limit)
+    right = plan.long == "truncate" and plan.side == "right"  # the tokenizer's own truncation: every release did
+    segment = segment if pairs is not None else 0
+    windowed, whole = (texts, pairs) if segment == 0 else (pairs, texts)
+    readings = [read_text(tok.count_tokens, t, *reach) if reach else Reading(t, len(t)) for t in windowed]
+    # The text a pair keeps whole needs no more than a window's tokens (under right truncation both are cut).
+    others = None if whole is None else [read_text(tok.count_tokens, t, limit, 0) for t in whole]
+    if others is not None and not right:
+        _check_kept_whole(others, limit)
+    if reach is not None and plan.long == "chunk":
+        _check_chunk_reading(readings, plan, limit)
+    read = [r.text for r in readings]
+    read_whole = None if others is None else [r.text for r in others]
+    read_texts, read_pairs = (read, read_whole) if segment == 0 else (read_whole, read)
+    if right:
+        found = tok.encode_batch(read_texts, read_pairs, max_length=limit)
         if spend is not None:
             spend(sum(len(e) for e in found))
-        return [Document([e], [0], e.n_truncated) for e in found]
-    tok = model.tokenizer
+        return [Document([e], [0], e.n_truncated, unread=r.gap + (o.gap if o else 0))
+                for e, r, o in zip(found, readings, others or [None] * len(found))]
     specials = tok.special_tokens
-    return [split_document(full, limit, plan, tok.cls_id, tok.sep_id, specials["cls_token"], specials["sep_token"],
-                           segment, spend) for full in tok.encode_batch(texts, pairs)]
+    return [split_document(shift_offsets(full, r, segment), limit, plan, tok.cls_id, tok.sep_id,
+                           specials["cls_token"], specials["sep_token"], segment, spend, r.gap)
+            for full, r in zip(tok.encode_batch(read_texts, read_pairs), readings)]
+
+
+def _check_kept_whole(others: list[Reading], limit: int) -> None:
+    """A pair's other text stays whole: one longer than a window's characters cannot (even if it read few tokens)."""
+    for r in others:
+        if r.gap and r.short:
+            raise OptionError("long", f"leaves no room for the text: the other text of a pair is longer than "
+                                      f"{len(r.text):,} characters, more than a window of {limit} tokens reads; "
+                                      "shorten it")
+
+
+def _check_chunk_reading(readings: list[Reading], plan: Plan, limit: int) -> None:
+    """Under chunk with max_windows, a text whose read start gave too few tokens yet goes on is too long: refuse it."""
+    for r in readings:
+        if r.gap and r.short:
+            raise OptionError("max_windows", f"is {plan.max_windows}, but a text is longer than the "
+                                             f"{len(r.text):,} characters {plan.max_windows} windows of {limit} tokens "
+                                             "read; shorten it, raise {name}, or use another long strategy")
 
 
 def execute(task: Task, model: "Model", prepared: Prepared, options: Any, batch_tokens: int | None = None) -> list:
