@@ -12,6 +12,7 @@ import pytest
 
 from bertkit import windows
 from bertkit.errors import OptionError
+from bertkit.tasks import base
 from bertkit.tasks.base import documents
 from bertkit.windows import Plan
 
@@ -58,14 +59,21 @@ def kept(docs) -> list:
 @pytest.mark.parametrize("kind", TEXTS)
 def test_the_tokens_kept_of_a_long_text_are_those_the_whole_text_gives(minilm, monkeypatch, kind, plan):
     text = TEXTS[kind](60_000, seed=len(kind))
+    reads = []
+    monkeypatch.setattr(base, "read_text", lambda *a, real=windows.read_text, **k: reads.append(real(*a, **k)) or reads[-1])
     bounded = documents(minilm, [text], None, 128, PLANS[plan])
-    assert bounded[0].unread > 40_000  # most of it was never tokenized
+    assert len(reads[0].text) < 10_000  # what the tokenizer kept tokens of: the ends, not the whole text
     with monkeypatch.context() as m:
         whole(m)
         full = documents(minilm, [text], None, 128, PLANS[plan])
-    assert full[0].unread == 0
-    assert kept(bounded) == kept(full)
-    assert 0 < bounded[0].unseen <= full[0].unseen  # a lower bound: the tokens cut that were read
+    assert full[0].unread == 0 and kept(bounded) == kept(full)
+    if kind == "english":  # the part left out was counted, cut at spaces: the count is exact
+        assert bounded[0].unseen == full[0].unseen and bounded[0].unread == 0
+    else:  # no space to cut it at: the tokens kept are exact, the count of those cut a lower bound
+        assert 0 < bounded[0].unseen <= full[0].unseen and bounded[0].unread > 40_000
+    monkeypatch.setattr(windows, "COUNT_CHARS", 1_000)  # past it, what is left out is not even counted
+    (past,) = documents(minilm, [text], None, 128, PLANS[plan])
+    assert kept([past]) == kept(full) and 0 < past.unseen <= full[0].unseen and past.unread > 40_000
 
 
 @pytest.mark.parametrize("plan", ["truncate", "truncate left", "head+tail"])
@@ -83,7 +91,7 @@ def test_pairs_keep_the_same_tokens_whichever_text_is_long(minilm, monkeypatch, 
         with monkeypatch.context() as m:
             whole(m)
             full = documents(minilm, texts, pairs, 128, PLANS[plan], segment)
-        assert kept(bounded) == kept(full) and bounded[0].unread > 0
+        assert kept(bounded) == kept(full) and bounded[0].unseen == full[0].unseen
 
 
 def test_chunk_refuses_a_text_past_max_windows_before_reading_the_rest(minilm, monkeypatch):

@@ -133,6 +133,11 @@ FIRST_READ = 8  # characters per kept token read first; doubled until the tokens
 # A cut that finds no space near it may split a word, changing that word's pieces: it then reads this many tokens
 # more, the most pieces one word makes (WordPiece splits words of up to 100 characters), so the kept ones are exact.
 WORD_PIECES = 100
+# What is left out between the ends read is still counted (not kept), PIECE_CHARS at a time, when it is at most
+# COUNT_CHARS long: the tokens a text lost stay exact up to a long book's length (~200,000 tokens), at a memory
+# cost of one piece; past that, counting would take longer than the rest of the work, so a count says "at least".
+COUNT_CHARS = 1_000_000
+PIECE_CHARS = 1 << 16
 # Where a text may be cut without changing its tokens: the characters BERT's normaliser and pre-tokeniser treat as
 # spaces (not the control characters it deletes, such as form feeds, which join the words around them).
 SPACES = " \t\n\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -145,8 +150,13 @@ class Reading:
     text: str  # text[:gap_at] + text[gap_at + gap:]: what the tokenizer sees
     gap_at: int
     gap: int = 0
-    tokens: int | None = None  # the tokens the read part gave, when it was counted (cut texts)
+    gap_tokens: int | None = None  # the tokens of the gap, counted piece by piece when it is short enough
     short: bool = False  # characters were left out, yet an end gave fewer tokens than asked (long runs of spaces)
+
+    @property
+    def unread(self) -> int:
+        """Characters never tokenized, not even counted: their tokens are unknown."""
+        return self.gap if self.gap_tokens is None else 0
 
 
 def tokens_read(plan: Plan, limit: int) -> tuple[int, int] | None:
@@ -159,39 +169,59 @@ def tokens_read(plan: Plan, limit: int) -> tuple[int, int] | None:
     return (0, limit) if plan.side == "left" else (limit, 0)
 
 
-def read_text(count: Callable[[str], int], text: str, first: int, last: int) -> Reading:
+def read_text(count: Callable[[str], int], text: str, first: int, last: int, count_rest: bool = True) -> Reading:
     """The part of `text` that gives its first `first` and last `last` tokens (`count` says how many a string
-    gives), cut at spaces, so the tokens kept are those the whole text would give; the whole text when it is short."""
+    gives), cut at spaces, so the tokens kept are those the whole text would give; the whole text when it is short.
+
+    With `count_rest`, the tokens of the part left out are counted too, a piece at a time, when it is at
+    most COUNT_CHARS long and cut at spaces: then truncation counts stay exact.
+    """
     n = len(text)
     if n <= (first + last) * FIRST_READ:
         return Reading(text, n)
-    head, short_head, head_tokens = _reach(count, text, first, forward=True) if first else (0, False, 0)
-    tail, short_tail, tail_tokens = _reach(count, text, last, forward=False) if last else (n, False, 0)
+    head, short_head, head_spaced = _reach(count, text, first, forward=True) if first else (0, False, True)
+    tail, short_tail, tail_spaced = _reach(count, text, last, forward=False) if last else (n, False, True)
     if tail <= head:
         return Reading(text, n)
-    return Reading(text[:head] + text[tail:], head, tail - head, head_tokens + tail_tokens, short_head or short_tail)
+    counted = _count_between(count, text, head, tail) if count_rest and head_spaced and tail_spaced else None
+    return Reading(text[:head] + text[tail:], head, tail - head, counted, short_head or short_tail)
 
 
-def _reach(count: Callable[[str], int], text: str, tokens: int, forward: bool) -> tuple[int, bool, int]:
-    """(where to cut, whether it fell short, the tokens read) for the fewest characters from one end that give
-    `tokens` tokens; the cut is at a space, and the whole text when the characters needed reach past it."""
+def _reach(count: Callable[[str], int], text: str, tokens: int, forward: bool) -> tuple[int, bool, bool]:
+    """(where to cut, whether it fell short, whether the cut is at a space) for the fewest characters from one end
+    that give `tokens` tokens; the whole text when the characters needed reach past it."""
     n = len(text)
     per = FIRST_READ
     while True:
         span = tokens * per
         if span >= n:
-            return (n if forward else 0), False, 0
+            return (n if forward else 0), False, True
         cut = _space_before(text, span) if forward else _space_after(text, n - span)
         found = count(text[:cut] if forward else text[cut:])
-        spaced = cut < n and text[cut] in SPACES
+        spaced = text[cut] in SPACES
         if found >= tokens + (0 if spaced else WORD_PIECES) or per >= CHARS_PER_TOKEN:
-            return cut, found < tokens, found
+            return cut, found < tokens, spaced
         per = min(2 * per, CHARS_PER_TOKEN)
 
 
-def _space_before(text: str, i: int) -> int:
-    """The last space at or before i (searching back half the way), else i: text[:cut] ends a word."""
-    found = max(text.rfind(c, i // 2, i + 1) for c in SPACES)
+def _count_between(count: Callable[[str], int], text: str, start: int, end: int) -> int | None:
+    """The tokens of text[start:end] (cut at spaces at both ends), counted PIECE_CHARS at a time; None when it is
+    longer than COUNT_CHARS or a piece finds no space to end at (its count would not be exact)."""
+    if end - start > COUNT_CHARS:
+        return None
+    total = 0
+    while start < end:
+        stop = end if end - start <= PIECE_CHARS else _space_before(text, start + PIECE_CHARS, start + PIECE_CHARS // 2)
+        if stop < end and text[stop] not in SPACES:
+            return None
+        total += count(text[start:stop])
+        start = stop
+    return total
+
+
+def _space_before(text: str, i: int, lo: int | None = None) -> int:
+    """The last space at or before i (searching back to `lo`, default half the way), else i: text[:cut] ends a word."""
+    found = max(text.rfind(c, i // 2 if lo is None else lo, i + 1) for c in SPACES)
     return found if found > 0 else i
 
 
@@ -284,13 +314,15 @@ def _segments(encoding: Encoding) -> list:
 
 
 def split_document(full: Encoding, limit: int, options: Plan, cls_id: int, sep_id: int, cls: str,
-                   sep: str, segment: int = 0, spend: Callable[[int], None] | None = None, unread: int = 0) -> Document:
+                   sep: str, segment: int = 0, spend: Callable[[int], None] | None = None,
+                   read: Reading | None = None) -> Document:
     """The windows of one tokenized text (or pair, windowing `segment` and keeping the other whole).
 
     `spend(tokens)` is told what the windows will cost before they are built, so a caller with a
-    budget can stop a request whose windows would not fit before they take memory. `unread`: the
-    characters of the text left out of `full` (read_text), which then holds its start and end only.
+    budget can stop a request whose windows would not fit before they take memory. `read`: what of
+    the windowed text `full` holds, when read_text left part of it out (`full` then holds its ends).
     """
+    read = read or Reading("", 0)
     segments = _segments(full)
     content = [k for k, (special, seg) in enumerate(zip(full.special_tokens_mask, segments))
                if not special and seg == segment]
@@ -300,7 +332,7 @@ def split_document(full: Encoding, limit: int, options: Plan, cls_id: int, sep_i
     if n <= budget:  # it fits: the one sequence every strategy gives
         if spend is not None:
             spend(len(full.ids))
-        return Document([full], [0], 0, full, unread)
+        return Document([full], [0], 0, full, read.unread)
     if budget < 1:
         raise OptionError("long", f"leaves no room for the text: the other text of the pair takes {pair} of the "
                                   f"{limit} tokens")
@@ -309,19 +341,20 @@ def split_document(full: Encoding, limit: int, options: Plan, cls_id: int, sep_i
         if spend is not None:
             spend(limit)
         window = frame(full, ranges, cls_id, sep_id, cls, sep, segment)
-        window.n_truncated = n - budget
-        return Document([window], [ranges[0][0] if options.long == "truncate" else 0], n - budget, full, unread)
+        window.n_truncated = n - budget + (read.gap_tokens or 0)
+        return Document([window], [ranges[0][0] if options.long == "truncate" else 0], window.n_truncated, full,
+                        read.unread)
     stride = options.stride if options.stride is not None else budget // 4
     word_ids = [full.word_ids[k] for k in content]
     ranges = chunk_ranges(word_ids, budget, stride)
     if options.max_windows is not None and len(ranges) > options.max_windows:
-        needs = f"at least {len(ranges)}" if unread else str(len(ranges))  # only its start was read
+        needs = f"at least {len(ranges)}" if read.gap else str(len(ranges))  # only its start was read
         raise OptionError("max_windows", f"is {options.max_windows}, but a text needs {needs} windows of "
                                          f"{limit} tokens; shorten it, raise {{name}}, or use another long strategy")
     if spend is not None:
         spend(sum(b - a + framing for a, b in ranges))
     windows = [frame(full, [r], cls_id, sep_id, cls, sep, segment) for r in ranges]
-    return Document(windows, [a for a, _ in ranges], 0, full, unread)
+    return Document(windows, [a for a, _ in ranges], 0, full, read.unread)
 
 
 def best_window(document: Document, first: int, last: int) -> int:

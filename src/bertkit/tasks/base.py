@@ -296,7 +296,9 @@ def documents(model: "Model", texts: list[str], pairs: list[str] | None, limit: 
     right = plan.long == "truncate" and plan.side == "right"  # the tokenizer's own truncation: every release did
     segment = segment if pairs is not None else 0
     windowed, whole = (texts, pairs) if segment == 0 else (pairs, texts)
-    readings = [read_text(tok.count_tokens, t, *reach) if reach else Reading(t, len(t)) for t in windowed]
+    # Under chunk a text cut short is refused (it needs more than max_windows windows): nothing to count.
+    readings = [read_text(tok.count_tokens, t, *reach, count_rest=plan.long != "chunk") if reach
+                else Reading(t, len(t)) for t in windowed]
     # The text a pair keeps whole needs no more than a window's tokens (under right truncation both are cut).
     others = None if whole is None else [read_text(tok.count_tokens, t, limit, 0) for t in whole]
     if others is not None and not right:
@@ -310,11 +312,14 @@ def documents(model: "Model", texts: list[str], pairs: list[str] | None, limit: 
         found = tok.encode_batch(read_texts, read_pairs, max_length=limit)
         if spend is not None:
             spend(sum(len(e) for e in found))
-        return [Document([e], [0], e.n_truncated, unread=r.gap + (o.gap if o else 0))
-                for e, r, o in zip(found, readings, others or [None] * len(found))]
+        docs = []
+        for e, *parts in zip(found, readings, *([others] if others else [])):
+            e.n_truncated += sum(r.gap_tokens or 0 for r in parts)  # what the tokenizer never saw, counted
+            docs.append(Document([e], [0], e.n_truncated, unread=sum(r.unread for r in parts)))
+        return docs
     specials = tok.special_tokens
     return [split_document(shift_offsets(full, r, segment), limit, plan, tok.cls_id, tok.sep_id,
-                           specials["cls_token"], specials["sep_token"], segment, spend, r.gap)
+                           specials["cls_token"], specials["sep_token"], segment, spend, r)
             for full, r in zip(tok.encode_batch(read_texts, read_pairs), readings)]
 
 
