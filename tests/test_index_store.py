@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import pytest
 from bertkit.errors import BertkitError
 from bertkit.index import IndexManifest, VectorIndex, content_hash, store
 from bertkit.index import vector_index as vector_index_module
-from bertkit.output_folders import _host
+from bertkit.output_folders import temp_prefix
 
 DIM = 32
 SETTINGS = {"model": "minilm", "pooling": "mean", "normalize": True}
@@ -133,16 +132,16 @@ def test_a_killed_write_leaves_the_previous_index_with_every_row_once(tmp_path, 
         assert [h[0].id for h in hits] == ids(300) and {h[0].text[:3] for h in hits} == {"old"}
     # the next write succeeds and clears what the dead one left (a SIGKILL also leaves a temporary file of
     # ours); a file that only looks like one (no bertkit prefix, or a live process's) is not ours to remove
-    (tmp_path / "index" / f".bertkit-tmp-{_host()}-{dead_pid()}-part-000002.parquet.x1y2.tmp").write_bytes(b"half")
-    for name in (".part-000002.parquet.x1y2.tmp", f".bertkit-tmp-{_host()}-{os.getpid()}-x.tmp"):
+    (tmp_path / "index" / f"{temp_prefix(dead_pid())}part-000002.parquet.x1y2.tmp").write_bytes(b"half")
+    for name in (".part-000002.parquet.x1y2.tmp", f"{temp_prefix()}x.tmp"):
         (tmp_path / "index" / name).write_bytes(b"someone else's")
     index.add(ids(350, start=250), batch, texts=[f"new {i}" for i in range(250, 600)])
     reopened = VectorIndex.open(tmp_path / "index")
     assert len(reopened) == 600 and _graph_rows(reopened) == list(range(250)) + list(range(300, 650))
     assert [h[0].id for h in reopened.search(np.concatenate([vectors[:250], batch]), top_k=1, exact=True)] == ids(600)
     named = {f for f, _ in reopened.manifest.parts} | {reopened.manifest.ann.file, "manifest.json"}
-    assert {p.name for p in (tmp_path / "index").iterdir()} == named | {
-        ".part-000002.parquet.x1y2.tmp", f".bertkit-tmp-{_host()}-{os.getpid()}-x.tmp"}
+    assert {p.name for p in (tmp_path / "index").iterdir()} == named | {".part-000002.parquet.x1y2.tmp",
+                                                                         f"{temp_prefix()}x.tmp"}
 
 
 def dead_pid() -> int:

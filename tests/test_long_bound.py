@@ -12,7 +12,6 @@ import pytest
 
 from bertkit import windows
 from bertkit.errors import OptionError
-from bertkit.tasks import base
 from bertkit.tasks.base import documents
 from bertkit.windows import Plan
 
@@ -60,7 +59,8 @@ def kept(docs) -> list:
 def test_the_tokens_kept_of_a_long_text_are_those_the_whole_text_gives(minilm, monkeypatch, kind, plan):
     text = TEXTS[kind](60_000, seed=len(kind))
     reads = []
-    monkeypatch.setattr(base, "read_text", lambda *a, real=windows.read_text, **k: reads.append(real(*a, **k)) or reads[-1])
+    real = windows.read_text
+    monkeypatch.setattr(windows, "read_text", lambda *a, **k: reads.append(real(*a, **k)) or reads[-1])
     bounded = documents(minilm, [text], None, 128, PLANS[plan])
     assert len(reads[0].text) < 10_000  # what the tokenizer kept tokens of: the ends, not the whole text
     with monkeypatch.context() as m:

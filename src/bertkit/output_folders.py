@@ -20,9 +20,14 @@ SCRATCH = ".bertkit-"  # every scratch file of ours starts with this (the lock, 
 _TEMP = SCRATCH + "tmp-"
 
 
+def temp_prefix(pid: int | None = None) -> str:
+    """How the names of our temporary files start: .bertkit-tmp-HOST-PID- (this process's by default)."""
+    return f"{_TEMP}{_host()}-{os.getpid() if pid is None else pid}-"
+
+
 def write_file(path: Path, write: Callable[[str], None]) -> None:
     """`atomic_write` under a temporary name that says who wrote it: .bertkit-tmp-HOST-PID-NAME.*.tmp."""
-    atomic_write(path, write, prefix=f"{_TEMP}{_host()}-{os.getpid()}-{path.name}.")
+    atomic_write(path, write, prefix=f"{temp_prefix()}{path.name}.")
 
 
 def remove_dead_temporaries(folder: Path) -> list[str]:

@@ -187,6 +187,28 @@ def read_text(count: Callable[[str], int], text: str, first: int, last: int, cou
     return Reading(text[:head] + text[tail:], head, tail - head, counted, short_head or short_tail)
 
 
+def read_inputs(count: Callable[[str], int], windowed: list[str], whole: list[str] | None, plan: Plan,
+                limit: int) -> tuple[list[Reading], list[Reading] | None]:
+    """What of each input is tokenized under `plan`: the texts it windows, and the texts of pairs it keeps whole
+    (which need no more than a window's tokens; under right truncation the tokenizer cuts both)."""
+    reach = tokens_read(plan, limit)
+    # Under chunk a text cut short is refused (it needs more than max_windows windows): nothing to count.
+    readings = [read_text(count, t, *reach, count_rest=plan.long != "chunk") if reach else Reading(t, len(t))
+                for t in windowed]
+    others = None if whole is None else [read_text(count, t, limit, 0) for t in whole]
+    right = plan.long == "truncate" and plan.side == "right"
+    for r in (others or []) if not right else []:
+        if r.gap and r.short:
+            raise OptionError("long", f"leaves no room for the text: the other text of a pair is longer than the "
+                                      f"{len(r.text):,} characters a window of {limit} tokens reads; shorten it")
+    for r in readings if plan.long == "chunk" else []:
+        if r.gap and r.short:
+            raise OptionError("max_windows", f"is {plan.max_windows}, but a text is longer than the "
+                                             f"{len(r.text):,} characters {plan.max_windows} windows of {limit} tokens "
+                                             "read; shorten it, raise {name}, or use another long strategy")
+    return readings, others
+
+
 def _reach(count: Callable[[str], int], text: str, tokens: int, forward: bool) -> tuple[int, bool, bool]:
     """(where to cut, whether it fell short, whether the cut is at a space) for the fewest characters from one end
     that give `tokens` tokens; the whole text when the characters needed reach past it."""

@@ -18,11 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
-from bertkit.errors import BertkitError, OptionError, OverBudget
+from bertkit.errors import BertkitError, OverBudget
 from bertkit.inputs import as_text_list, check_pairs, no_tokens_problem, row_problem, warn_truncated
 from bertkit.options import specs
 from bertkit.tokenizer import Encoding
-from bertkit.windows import SAVED, Document, Plan, Reading, read_text, shift_offsets, split_document, tokens_read
+from bertkit.windows import SAVED, Document, Plan, read_inputs, shift_offsets, split_document
 
 if TYPE_CHECKING:
     from bertkit.batching import Batch
@@ -292,23 +292,13 @@ def documents(model: "Model", texts: list[str], pairs: list[str] | None, limit: 
     bounded by its window, not by its length.
     """
     tok = model.tokenizer
-    reach = tokens_read(plan, limit)
-    right = plan.long == "truncate" and plan.side == "right"  # the tokenizer's own truncation: every release did
     segment = segment if pairs is not None else 0
     windowed, whole = (texts, pairs) if segment == 0 else (pairs, texts)
-    # Under chunk a text cut short is refused (it needs more than max_windows windows): nothing to count.
-    readings = [read_text(tok.count_tokens, t, *reach, count_rest=plan.long != "chunk") if reach
-                else Reading(t, len(t)) for t in windowed]
-    # The text a pair keeps whole needs no more than a window's tokens (under right truncation both are cut).
-    others = None if whole is None else [read_text(tok.count_tokens, t, limit, 0) for t in whole]
-    if others is not None and not right:
-        _check_kept_whole(others, limit)
-    if reach is not None and plan.long == "chunk":
-        _check_chunk_reading(readings, plan, limit)
+    readings, others = read_inputs(tok.count_tokens, windowed, whole, plan, limit)
     read = [r.text for r in readings]
     read_whole = None if others is None else [r.text for r in others]
     read_texts, read_pairs = (read, read_whole) if segment == 0 else (read_whole, read)
-    if right:
+    if plan.long == "truncate" and plan.side == "right":  # the tokenizer's own truncation: what every release did
         found = tok.encode_batch(read_texts, read_pairs, max_length=limit)
         if spend is not None:
             spend(sum(len(e) for e in found))
@@ -321,24 +311,6 @@ def documents(model: "Model", texts: list[str], pairs: list[str] | None, limit: 
     return [split_document(shift_offsets(full, r, segment), limit, plan, tok.cls_id, tok.sep_id,
                            specials["cls_token"], specials["sep_token"], segment, spend, r)
             for full, r in zip(tok.encode_batch(read_texts, read_pairs), readings)]
-
-
-def _check_kept_whole(others: list[Reading], limit: int) -> None:
-    """A pair's other text stays whole: one longer than a window's characters cannot (even if it read few tokens)."""
-    for r in others:
-        if r.gap and r.short:
-            raise OptionError("long", f"leaves no room for the text: the other text of a pair is longer than "
-                                      f"{len(r.text):,} characters, more than a window of {limit} tokens reads; "
-                                      "shorten it")
-
-
-def _check_chunk_reading(readings: list[Reading], plan: Plan, limit: int) -> None:
-    """Under chunk with max_windows, a text whose read start gave too few tokens yet goes on is too long: refuse it."""
-    for r in readings:
-        if r.gap and r.short:
-            raise OptionError("max_windows", f"is {plan.max_windows}, but a text is longer than the "
-                                             f"{len(r.text):,} characters {plan.max_windows} windows of {limit} tokens "
-                                             "read; shorten it, raise {name}, or use another long strategy")
 
 
 def execute(task: Task, model: "Model", prepared: Prepared, options: Any, batch_tokens: int | None = None) -> list:
