@@ -142,7 +142,7 @@ def _shards(files, column, shard_rows, rank, world_size) -> Iterator[tuple[Shard
 
 def texts_hash(texts: pd.Series) -> str:
     """A fingerprint of a shard's texts, as read (missing and non-string cells included)."""
-    blob = json.dumps([t if isinstance(t, str) else repr(t) for t in texts], ensure_ascii=False)
+    blob = json.dumps([t if isinstance(t, str) else [repr(t)] for t in texts], ensure_ascii=False)  # "None" != None
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
