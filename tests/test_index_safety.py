@@ -106,6 +106,24 @@ def test_a_lock_left_by_a_killed_writer_is_taken_over_and_its_files_removed(inde
     assert not (index_copy / ".bertkit-lock").exists() and len(VectorIndex.open(index_copy)) == 45
 
 
+def test_a_lock_file_naming_a_live_process_is_honoured_however_it_was_taken(index_copy, tmp_path, tiny_base_dir,
+                                                                             capsys):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:  # a lock taken O_CREAT|O_EXCL-style, by a process that is alive: no flock on it
+        fd = os.open(index_copy / ".bertkit-lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(fd, json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": "now"}).encode())
+        os.close(fd)
+        code, _, err = cli(capsys, "index", "add", "-i", write_csv(tmp_path / "b.csv", 5, prefix="b"), "-o",
+                           index_copy, *model_args(tiny_base_dir))
+        assert code == 2 and f"pid {holder.pid}" in one_line_error(err)
+        assert len(VectorIndex.open(index_copy)) == 40
+    finally:
+        holder.kill()
+        holder.wait()
+    code, _, err = cli(capsys, "index", "add", "-i", tmp_path / "b.csv", "-o", index_copy, *model_args(tiny_base_dir))
+    assert code == 0 and "took over the lock" in err and len(VectorIndex.open(index_copy)) == 45
+
+
 def test_two_adds_at_once_lose_nothing_or_are_refused(index_copy, tmp_path, tiny_base_dir):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
     sources = {"b": (write_csv(tmp_path / "b.csv", 35, prefix="b"), "7"),

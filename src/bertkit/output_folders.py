@@ -15,6 +15,7 @@ from typing import Callable
 from bertkit.checkpoint import atomic_write
 from bertkit.errors import OptionError
 from bertkit.paths import output_folder
+from bertkit.write_lock import process_alive
 
 SCRATCH = ".bertkit-"  # every scratch file of ours starts with this (the lock, temporary files, write checks)
 _TEMP = SCRATCH + "tmp-"
@@ -38,7 +39,7 @@ def remove_dead_temporaries(folder: Path) -> list[str]:
         if not path.name.startswith(prefix):
             continue
         pid = path.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed
@@ -79,12 +80,3 @@ def check_apart(out: Path, source: Path, param: str = "output") -> None:
 def _host() -> str:
     return socket.gethostname().replace("-", "_") or "host"
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True

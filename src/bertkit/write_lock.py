@@ -2,7 +2,8 @@
 
 The lock is a file in the folder, locked with flock(2) and holding who took it (pid, host, start time,
 command). The kernel drops the lock when its holder exits or is killed, so a lock left by a dead
-process is never mistaken for a live one: the next writer takes it over and says whose it was. A
+process is never mistaken for a live one: the next writer takes it over and says whose it was (a
+record naming a live process of this host is still honoured, however the file was taken). A
 second writer while the first is alive gets one line naming the holder. Readers never take it.
 
 The holder also notes in the file the names it is about to create, so whoever takes over a lock
@@ -67,6 +68,10 @@ class WriteLock:
                 break
             os.close(fd)
         previous = _read(fd)
+        if _alive_here(previous):  # a live holder that took the file without flock (O_EXCL-style): still its lock
+            os.close(fd)
+            raise LockHeld(f"{self.path.parent} is being written by {describe(previous)}; wait for it to finish "
+                           f"(one writer at a time), or remove {self.path} if that process is not writing here")
         self._fd, self._depth = fd, 1
         if previous:
             self.taken_over = previous
@@ -109,13 +114,38 @@ class WriteLock:
 
 
 def _read(fd: int) -> dict:
-    """The holder's record in an open lock file ({} when empty or unreadable: a holder that had not written yet)."""
+    """The holder's record in an open lock file: {} when empty (a holder that had not written yet)."""
     try:
         data = os.pread(fd, 1 << 16, 0)
-        record = json.loads(data) if data.strip() else {}
-    except (OSError, ValueError):
+    except OSError:
         return {}
-    return record if isinstance(record, dict) else {}
+    if not data.strip():
+        return {}
+    try:
+        record = json.loads(data)
+    except ValueError:
+        record = None
+    return record if isinstance(record, dict) else {"command": "a record that cannot be read"}
+
+
+def _alive_here(holder: dict) -> bool:
+    """Whether the record names another process of this host that is running."""
+    pid = holder.get("pid")
+    return (holder.get("host") == socket.gethostname() and isinstance(pid, int) and pid != os.getpid()
+            and process_alive(pid))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host with this pid is running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: running
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
 
 
 def describe(holder: dict) -> str:
