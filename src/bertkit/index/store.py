@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -351,11 +350,3 @@ def folder_bytes(folder: Path, manifest: IndexManifest) -> int:
     return sum((folder / name).stat().st_size for name in named_files(manifest) | {MANIFEST}
                if (folder / name).is_file())
 
-
-def ensure_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BertkitError(f"cannot create index folder {folder}: {e.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise BertkitError(f"{folder} is not writable; choose another index folder")
