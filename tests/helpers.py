@@ -351,3 +351,75 @@ def sentiment_rows(n: int, seed: int = 0, names=("neg", "pos")) -> list[tuple[st
 
 def dataset(rows, names=("neg", "pos")) -> TextDataset:
     return TextDataset([t for t, _ in rows], [names.index(y) for _, y in rows], list(names), source="synthetic")
+
+
+# -- a command paused mid-write, in its own process ------------------------------------------------------
+_PAUSED = """
+import importlib, sys
+from bertkit.cli import main
+module, attr = sys.argv[1].split(":")
+owner = importlib.import_module(module)
+*path, name = attr.split(".")
+for step in path:
+    owner = getattr(owner, step)
+real, first = getattr(owner, name), [True]
+def paused(*args, **kwargs):
+    if first[0]:  # the first call: say so, and wait for the test to let it go on
+        first[0] = False
+        print("paused", flush=True)
+        sys.stdin.readline()
+    return real(*args, **kwargs)
+setattr(owner, name, paused)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+class PausedCommand:
+    """`bertkit ARGS` in a child process that stops at the first call of `where` ("module:Owner.function") until
+    `resume()`: a handshake over its pipes, no sleeping. `with PausedCommand(...) as child:` waits for the pause."""
+
+    def __init__(self, where: str, *args: str) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
+        self.process = subprocess.Popen([sys.executable, "-c", _PAUSED, where, *args], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def __enter__(self) -> "PausedCommand":
+        line = self.process.stdout.readline()
+        if line.strip() != "paused":
+            self.process.kill()
+            raise AssertionError(f"the command ended before pausing: {line}{self.process.stderr.read()[-2000:]}")
+        return self
+
+    def resume(self, timeout: float = 300) -> tuple[int, str, str]:
+        """Let it go on; its exit status, the rest of its stdout, and its stderr."""
+        out, err = self.process.communicate("\n", timeout=timeout)
+        return self.process.returncode, out, err
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+# -- commands run in-process, and what they leave behind -----------------------------------------------------
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """`bertkit ARGS` in this process: (exit status, stdout, stderr)."""
+    from bertkit.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def model_args(model_dir) -> list[str]:
+    return ["--model", str(model_dir), "--device", "cpu", "--no-progress"]
+
+
+def one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def snapshot(folder) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -148,7 +148,7 @@ RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u
 
 
 def test_search_escapes_control_characters_in_human_output_and_keeps_json_exact(capsys, tmp_path, tiny_mlm_dir):
-    from bertkit.index.build import build_index
+    from bertkit.index_build import build_index
 
     corpus = tmp_path / "corpus.jsonl"
     rows = [{"id": f"id-{i}-{text[:12]}", "text": text, "source": text} for i, text in enumerate(HOSTILE)]

@@ -46,7 +46,7 @@ def mlm_index(tiny_mlm_dir, tmp_path_factory) -> Path:
     """A few rows indexed with the tiny MLM checkpoint, so its server answers /v1/search too."""
     import pandas as pd
 
-    from bertkit.index.build import build_index
+    from bertkit.index_build import build_index
 
     folder = tmp_path_factory.mktemp("fuzz_index")
     pd.DataFrame({"text": ["a river bank", "a bank loan", "the sea"]}).to_csv(folder / "c.csv", index=False)

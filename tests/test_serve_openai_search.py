@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import bertkit
-from bertkit.index.build import build_index
+from bertkit.index_build import build_index
 from helpers import ServeProcess
 
 KEY = "openai-test-key"

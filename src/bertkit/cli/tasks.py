@@ -178,5 +178,7 @@ def _run_corpus(task: Task, args: argparse.Namespace, options) -> int:
                         shard_rows=args.shard_rows, progress=not args.no_progress, options=run_options)
     args.compact = report["world_size"] > 1  # one JSON line per rank, so the ranks' reports never interleave
     emit(args, report, lambda d: (f"rank {d['rank']}/{d['world_size']}: wrote {d['shards_written']} parts "
-                                  f"({d['rows']} rows), skipped {d['shards_skipped']} finished ones, in {d['output']}"))
+                                  f"({d['rows']} rows; {d['shards_redone']} of them again, as their input changed), "
+                                  f"skipped {d['shards_skipped']} finished ones, removed {d['shards_removed']} of "
+                                  f"input no longer there, in {d['output']}"))
     return 0

@@ -80,6 +80,22 @@ def is_input_file(path: str | os.PathLike) -> bool:
     return input_format(path)[0] in INPUT_FORMATS
 
 
+def input_files(source: str | os.PathLike) -> list[Path]:
+    """The files of a corpus, in a fixed order: one file, or every input file under a folder (names starting with
+    "." or "_" left out: hidden files and our own records)."""
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and is_input_file(p) and not p.name.startswith((".", "_")))
+        if not files:
+            raise BertkitError(f"{path} holds no input files ({formats_help()})")
+        return files
+    if not path.exists():
+        raise BertkitError(f"{path} does not exist")
+    if not is_input_file(path):
+        raise BertkitError(f"{path} is not an input file ({formats_help()}); convert it or pass a folder")
+    return [path]
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """The whole file as one DataFrame, rows numbered 0, 1, ... (see the module docstring for the rules)."""
     (frame,) = _checked_frames(path, None, None)  # rows=None: every producer gives one frame

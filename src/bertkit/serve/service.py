@@ -10,8 +10,8 @@ from bertkit.serve.batcher import Batcher, Closed, Overloaded, Worker
 from bertkit.serve.errors import ServeError
 from bertkit.serve.metrics import Metrics
 from bertkit.serve.settings import Settings
+from bertkit.index import check_model, open_index
 from bertkit.tasks.base import Item, Prepared, Task, make_options, prepare, run_items
-from bertkit.tasks.search import open_index
 from bertkit.windows import SAVED, Strategy
 
 if TYPE_CHECKING:
@@ -28,9 +28,7 @@ class Service:
         self.settings = settings or Settings()
         self.tasks = {t.name: t for t in (tasks if tasks is not None else registered())}
         if self.settings.index:  # an index another model built is refused at start, not at the first search
-            from bertkit.index.build import check_model
-
-            check_model(open_index(self.settings.index).manifest, model)
+            check_model(open_index(self.settings.index).manifest, model)  # (and the model's fingerprint is taken once)
         self.max_batch_tokens = self.settings.max_batch_tokens or model.default_batch_tokens
         # The default budget lets any request of plain texts through: only what multiplies sequences can exceed it.
         self.max_request_tokens = self.settings.max_request_tokens or self.settings.max_texts * model.max_length

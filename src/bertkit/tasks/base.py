@@ -24,7 +24,7 @@ from bertkit.inputs import as_text_list, check_pairs, no_tokens_problem, row_pro
 from bertkit.options import specs
 from bertkit.table_files import TABLE_OUTPUTS, write_table
 from bertkit.tokenizer import Encoding
-from bertkit.windows import SAVED, Document, Plan, split_document
+from bertkit.windows import SAVED, Document, Plan, read_inputs, shift_offsets, split_document
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,7 +103,7 @@ class Prepared:
         return [len(d.windows) if d is not None else 0 for d in self.documents]
 
     def warn(self) -> None:
-        warn_truncated(self.truncated, self.limit)
+        warn_truncated(self.truncated, self.limit, [d.unread if d is not None else 0 for d in self.documents])
 
     @property
     def tokens(self) -> int:
@@ -343,16 +343,31 @@ def limit(task: Task, model: "Model", options: Any, plan: Plan) -> int:
 
 def documents(model: "Model", texts: list[str], pairs: list[str] | None, limit: int, plan: Plan,
               segment: int = 0, spend: Callable[[int], None] | None = None) -> list[Document]:
-    """Tokenize once and cut each text into the sequences its long-document plan asks for (bertkit.windows)."""
+    """Tokenize once and cut each text into the sequences its long-document plan asks for (bertkit.windows).
+
+    Only what the plan keeps is read of a long text (bertkit.windows.read_text): memory per text is
+    bounded by its window, not by its length.
+    """
+    tok = model.tokenizer
+    segment = segment if pairs is not None else 0
+    windowed, whole = (texts, pairs) if segment == 0 else (pairs, texts)
+    readings, others = read_inputs(tok.count_tokens, windowed, whole, plan, limit)
+    read = [r.text for r in readings]
+    read_whole = None if others is None else [r.text for r in others]
+    read_texts, read_pairs = (read, read_whole) if segment == 0 else (read_whole, read)
     if plan.long == "truncate" and plan.side == "right":  # the tokenizer's own truncation: what every release did
-        found = model.tokenizer.encode_batch(texts, pairs, max_length=limit)
+        found = tok.encode_batch(read_texts, read_pairs, max_length=limit)
         if spend is not None:
             spend(sum(len(e) for e in found))
-        return [Document([e], [0], e.n_truncated) for e in found]
-    tok = model.tokenizer
+        docs = []
+        for e, *parts in zip(found, readings, *([others] if others else [])):
+            e.n_truncated += sum(r.gap_tokens or 0 for r in parts)  # what the tokenizer never saw, counted
+            docs.append(Document([e], [0], e.n_truncated, unread=sum(r.unread for r in parts)))
+        return docs
     specials = tok.special_tokens
-    return [split_document(full, limit, plan, tok.cls_id, tok.sep_id, specials["cls_token"], specials["sep_token"],
-                           segment, spend) for full in tok.encode_batch(texts, pairs)]
+    return [split_document(shift_offsets(full, r, segment), limit, plan, tok.cls_id, tok.sep_id,
+                           specials["cls_token"], specials["sep_token"], segment, spend, r)
+            for full, r in zip(tok.encode_batch(read_texts, read_pairs), readings)]
 
 
 def execute(task: Task, model: "Model", prepared: Prepared, options: Any, batch_tokens: int | None = None) -> list:

@@ -3,22 +3,20 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
 from bertkit.batching import Batch
-from bertkit.errors import BertkitError
-from bertkit.index.ann import EXACT_BELOW
+from bertkit.index import EXACT_BELOW, check_model, open_index
 from bertkit.options import REQUIRED, option
 from bertkit.tasks.base import Item, Prepared, Task, closed
+from bertkit.tasks.registry import get
 from bertkit.terminal import shown
 from bertkit.windows import LongOptions
 
 if TYPE_CHECKING:
-    from bertkit.index import VectorIndex
     from bertkit.model import Model
 
 
@@ -69,19 +67,13 @@ class Search(Task):
     Response = list[SearchRow]
 
     def prepare(self, model: "Model", prepared: Prepared, options: SearchOptions) -> None:
-        from bertkit.index.build import check_model
-
-        check_model(open_index(options.index).manifest, model)
+        check_model(open_index(options.index).manifest, model)  # the fingerprint is the model's, taken once
         super().prepare(model, prepared, options)
 
     def step(self, model: "Model", batch: Batch, items: list[Item], options: SearchOptions) -> list[torch.Tensor]:
-        from bertkit.tasks import get
-
         return get("embed").step(model, batch, items, self._embed_options(options))
 
     def present(self, model: "Model", prepared: Prepared, results: list, options: SearchOptions) -> list[list[dict]]:
-        from bertkit.tasks import get
-
         index = open_index(options.index)
         vectors = get("embed")._per_text(model, prepared, results, self._embed_options(options))
         found = max(options.top_k, self.candidates(options)) if options.rerank else options.top_k
@@ -129,26 +121,9 @@ class Search(Task):
         return EmbedOptions(pooling=manifest.pooling, normalize=manifest.normalize)
 
 
-# -- indexes and cross-encoders, opened once per process --------------------------------------------------
-_OPEN: dict[str, tuple[float, "VectorIndex"]] = {}
+# -- cross-encoders, loaded once per process (indexes are opened once by bertkit.index.open_index) -----------
 _CROSS: dict[tuple[str, str], "Model"] = {}
 _LOCK = threading.Lock()
-
-
-def open_index(folder: str) -> "VectorIndex":
-    """The index in `folder`, reopened when its manifest changed since (another process added rows)."""
-    from bertkit.index import VectorIndex
-    from bertkit.index.store import MANIFEST
-
-    manifest = Path(folder) / MANIFEST
-    if not manifest.exists():
-        raise BertkitError(f"{folder} holds no index (no {MANIFEST}); build one with `bertkit index build`")
-    stamp = manifest.stat().st_mtime_ns
-    with _LOCK:
-        known = _OPEN.get(str(folder))
-        if known is None or known[0] != stamp:
-            _OPEN[str(folder)] = (stamp, VectorIndex.open(folder))
-        return _OPEN[str(folder)][1]
 
 
 def _reranked(cross_name: str, model: "Model", query: str, hits: list[dict], top_k: int) -> list[dict]:

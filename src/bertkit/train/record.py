@@ -16,7 +16,7 @@ LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pan
 
 def library_versions() -> dict[str, str | None]:
     """Installed versions (None when absent), read from package metadata so nothing heavy is imported."""
-    from bertkit import __version__
+    from bertkit.version import __version__
 
     out: dict[str, str | None] = {"bertkit": __version__, "python": platform.python_version()}
     for name in LIBRARIES:
