@@ -131,6 +131,8 @@ class Task:
     leading: ClassVar[tuple[str, ...]] = ()  # the Model method's first parameters (default: the input)
     table: ClassVar[bool] = False  # rows in, rows out: table files (--input/--output) and corpus mode
     example: ClassVar[dict] = {}  # a ready-to-send request body for /docs
+    # How to ask for a smaller answer, said when a server refuses one over its --max-answer-bytes.
+    smaller_answer: ClassVar[str] = "fewer texts, masks or candidates per mask (top_k), or sentences in a matrix"
     Response: ClassVar[Any] = None  # the JSON payload's type, for the server's published schema
 
     # -- prepare ------------------------------------------------------------------------------------
