@@ -532,3 +532,24 @@ def test_a_task_without_a_panel_of_its_own_gets_one_from_its_schema(browser, ser
     search = panel(browser, "search")  # no --index: off, with the server's reason
     assert search.get_attribute("data-status") == "off" and "--index" in search.find_element(By.CLASS_NAME, "off-reason").text
     assert console_errors(browser) == []
+
+
+def test_a_long_text_classified_in_windows_says_how_many(browser, servers, tiny_cls):
+    open_page(browser, servers["cls"])
+    section = panel(browser, "predict")
+    text = "A long and winding review of a film that goes on. " * 120  # ~1,300 tokens: three 512-token windows
+    fill(browser, "predict-texts", text)
+    assert send(browser, "predict", click(browser, "predict")) == "done"
+    assert section.find_elements(By.CSS_SELECTOR, ".prediction .windows") == []  # truncated: one window, no note
+    more = section.find_element(By.CSS_SELECTOR, "details.options")
+    more.find_element(By.TAG_NAME, "summary").click()  # the long-document options are under "More options"
+    long = Select(browser.find_element(By.ID, "predict-long"))
+    try:
+        assert send(browser, "predict", lambda: long.select_by_value("chunk")) == "done"  # a new choice sends again
+        (want,) = tiny_cls.predict([text], long="chunk")
+        note = section.find_element(By.CSS_SELECTOR, ".prediction .windows").text
+        assert want["windows"] > 1 and note == f"A long text: read in {want['windows']} windows, their scores combined"
+    finally:
+        send(browser, "predict", lambda: long.select_by_value(""))
+        more.find_element(By.TAG_NAME, "summary").click()
+    assert console_errors(browser) == []
