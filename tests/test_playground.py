@@ -519,7 +519,8 @@ def test_a_task_without_a_panel_of_its_own_gets_one_from_its_schema(browser, ser
     shown = [s.get_attribute("id") for s in browser.find_elements(By.CSS_SELECTOR, "main.panels > section.panel")]
     assert {f"/v1/{name}" for name in shown} >= set(endpoints)  # every endpoint the server has, a panel
     section = panel(browser, "rerank")
-    assert section.find_element(By.TAG_NAME, "h2").text == openapi["paths"]["/v1/rerank"]["post"]["summary"]
+    assert section.find_element(By.TAG_NAME, "h2").text == "Rerank"
+    assert openapi["paths"]["/v1/rerank"]["post"]["summary"] in section.find_element(By.CLASS_NAME, "lead").text
     assert section.get_attribute("data-status") == "ready"
     texts = ["Paris is the capital of France.", "Berlin is in Germany.", "Bread is baked."]
     fill(browser, "rerank-query", "What is the capital of France?")

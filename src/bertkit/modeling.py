@@ -78,9 +78,10 @@ class SelfAttention(nn.Module):
         The kernels `forward` uses never build these matrices; looking inside does (bertkit.tasks.attention).
         """
         q, k, v = self.split_heads(self.qkv(x))
+        sizes = list(lengths)
         probabilities, contexts = [], []
-        for q1, k1, v1 in zip(q.split(list(lengths)), k.split(list(lengths)), v.split(list(lengths))):
-            q1, k1, v1 = q1.transpose(0, 1), k1.transpose(0, 1), v1.transpose(0, 1)  # [heads, n, head_dim]
+        for q1, k1, v1 in zip(q.split(sizes), k.split(sizes), v.split(sizes)):
+            q1, k1, v1 = (t.transpose(0, 1) for t in (q1, k1, v1))  # one sequence: [heads, n, head_dim]
             scores = (q1 @ k1.transpose(1, 2)).float() * self.head_dim ** -0.5  # float32 whatever the weights are
             p = torch.softmax(scores, dim=-1)
             probabilities.append(p)

@@ -185,9 +185,10 @@ def _numbers(given: int | list[int] | None, count: int, name: str) -> list[int]:
 def focus(weights: np.ndarray, encoding, cls_id: int, sep_id: int) -> dict[str, np.ndarray]:
     """Per layer and head, the share of a token's attention (averaged over the tokens) each FOCUS target gets."""
     n = weights.shape[-1]
-    ids = np.asarray(encoding.ids[:n])
-    words = [("special", i) if w is None else (t, w) for i, (w, t) in enumerate(zip(encoding.word_ids, encoding.type_ids))]
-    same_word = np.array([[a == b for b in words] for a in words], dtype=weights.dtype)
+    ids = np.asarray(encoding.ids)
+    # A word is known by its segment and number (a pair numbers its words afresh); a special token is its own word.
+    word = np.array([-1 - i if w is None else t * n + w for i, (w, t) in enumerate(zip(encoding.word_ids, encoding.type_ids))])
+    same_word = (word[:, None] == word[None, :]).astype(weights.dtype)
     eye = np.eye(n, dtype=weights.dtype)
     rows = {
         "cls": weights[..., ids == cls_id].sum(-1),

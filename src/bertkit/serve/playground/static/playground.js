@@ -157,19 +157,19 @@ async function setUpPanel(section, openapi) {
 }
 
 // -- a panel for any other task, from its schema --------------------------------------------------------------
-// Its title and lead are the endpoint's summary and description; every list of texts in its request is a box
-// of lines, prefilled from the schema's example; every other field an option control.
+// Its title is the task's name, its lead the endpoint's summary and description; every list of texts in its
+// request is a box of lines, prefilled from the schema's example; every other field an option control.
 function taskPanel(name, openapi) {
   const op = operation(openapi, `/v1/${name}`) || {};
   const section = document.getElementById("task-panel").content.firstElementChild.cloneNode(true);
-  Object.assign(section, {id: name});
+  const title = name.charAt(0).toUpperCase() + name.slice(1).replace(/-/g, " ");
+  section.id = name;
   section.dataset.endpoint = `v1/${name}`;
   section.setAttribute("aria-labelledby", `${name}-title`);
-  const title = section.querySelector("h2");
-  title.id = `${name}-title`;
-  title.textContent = op.summary || name;
-  section.querySelector(".lead").textContent = op.description || "";
-  section.querySelector("legend").textContent = op.summary || name;
+  Object.assign(section.querySelector("h2"), {id: `${name}-title`, textContent: title});
+  const about = [op.summary, op.description].filter(Boolean).map((t) => t.replace(/`/g, "").replace(/\.?$/, "."));
+  section.querySelector(".lead").textContent = about.join(" ");
+  section.querySelector("legend").textContent = title;
   return section;
 }
 
