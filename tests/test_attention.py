@@ -166,7 +166,8 @@ def test_cli_prints_the_python_answer_and_draws_it(minilm_dir, minilm, capsys, t
     assert np.array_equal(np.asarray(row["attention"], dtype=np.float32), want.weights)
     assert set(row["focus"]) == set(FOCUS) and row["truncated"] == 0 and row["pair"] is None
     plot = tmp_path / "head.png"
-    assert main(["attention", text, "--model", str(minilm_dir), "--layers", "0,5", "--plot", str(plot)]) == 0
+    assert main(["attention", text, "--model", str(minilm_dir), "--layers", "0,5", "--heads", "0,-1", "--plot",
+                 str(plot)]) == 0
     out, err = capsys.readouterr()
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot written to {plot}" in err
     assert "layer 5 head 11:" in out and "--layer L --head H" in out
@@ -204,9 +205,9 @@ def test_plots_take_the_answer(minilm, tmp_path):
     from bertkit.plots.attention import attention_grid, head_view, plot_attention
 
     (one,) = minilm.attention(["The cat sat."], pairs=["It slept."], layers=[0, 3], heads=[1, 2, 5])
-    assert isinstance(head_view(one, 3, 5), Figure) and isinstance(attention_grid(one), Figure)
-    assert len(attention_grid(one).axes) == 6
-    grid = plot_attention(minilm.attention(["One.", "And two."], layers=[0, 1]), tmp_path / "grid.png")
+    grid = attention_grid(one)
+    assert isinstance(head_view(one, 3, 5), Figure) and isinstance(grid, Figure) and len(grid.axes) == 6
+    grid = plot_attention(minilm.attention(["One.", "And two."], layers=[0, 1], heads=[0, 1]), tmp_path / "grid.png")
     head = plot_attention(minilm.attention(["One."], layers=2, heads=0), tmp_path / "head.png")
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in (grid, head))
     with pytest.raises(OptionError, match="head 4 was not asked for"):
