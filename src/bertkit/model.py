@@ -10,7 +10,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -22,6 +22,9 @@ from bertkit.errors import BertkitError, OptionError
 from bertkit.inputs import warn_truncated
 from bertkit.modeling import BertNetwork
 from bertkit.tokenizer import Encoding, Tokenizer
+
+if TYPE_CHECKING:
+    from bertkit.architecture import Summary
 
 R = TypeVar("R")
 # CPU: small batches stay in cache; 2048 measured ~10% faster than 8192 on MiniLM (benchmarks/bench_embed.py).
@@ -102,6 +105,14 @@ class Model:
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.network.parameters())
+
+    def summary(self) -> "Summary":
+        """The architecture in numbers: the network's shape and every part's parameter count (embeddings, each
+        layer's attention and feed-forward, one head's share, the heads on top), adding up to the parameter count.
+        Plain data (`.parts`, `.to_dict()`); printing it gives a table."""
+        from bertkit.architecture import summarize
+
+        return summarize(self.network)
 
     def info(self) -> dict:
         return {

@@ -6,6 +6,7 @@ Nothing here knows a particular task: flags come from each task's Options, print
 from __future__ import annotations
 
 import argparse
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,10 @@ def run_command(task: Task, args: argparse.Namespace) -> int:
     payload = task.payload(answer, prepared, options)
     if getattr(args, "plot", None):
         task.plot(answer, args.plot, options)
-        payload["plot"] = args.plot
+        if isinstance(payload, dict):
+            payload["plot"] = args.plot
+        else:  # a list answer has no place to say it; stderr keeps --json's output pure JSON
+            print(f"plot written to {args.plot}", file=sys.stderr)
     emit(args, payload, lambda p: task.human(p, prepared))
     return 0
 

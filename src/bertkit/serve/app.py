@@ -100,7 +100,7 @@ def create_app(model: Model, settings: Settings | None = None) -> FastAPI:
 
 def _add_task_route(app: FastAPI, service: Service, task: Task, Request: type) -> None:
     """POST /v1/<task>: the body is the task's request model, the answer its payload (as `bertkit <task> --json`)."""
-    async def check() -> None:  # runs before the body is validated: "wrong model" is the first thing to say
+    async def check() -> None:  # runs before the body is validated: "cannot serve this" is the first thing to say
         service.require(task)
 
     async def endpoint(body: Request) -> Any:  # type: ignore[valid-type]
@@ -109,7 +109,7 @@ def _add_task_route(app: FastAPI, service: Service, task: Task, Request: type) -
     doc = (type(task).__doc__ or task.summary).strip().split("\n\n")[0]
     app.post(f"/v1/{task.name}", response_model=task.Response, responses=ERRORS, tags=["tasks"],
              summary=task.summary, description=doc, name=task.method,
-             dependencies=[Depends(check)] if task.head else None)(endpoint)
+             dependencies=[Depends(check)])(endpoint)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

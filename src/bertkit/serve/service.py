@@ -176,8 +176,8 @@ class Service:
         if size > cap:
             raise ServeError(422, "limit_exceeded",
                              f"the answer would take about {size:,} bytes, over this server's limit of {cap:,} "
-                             f"({self.settings.flag('max_answer_bytes')}); ask for less in one request (fewer texts, "
-                             "masks or candidates per mask (top_k), or sentences in a matrix)")
+                             f"({self.settings.flag('max_answer_bytes')}); ask for less in one request "
+                             f"({task.smaller_answer})")
 
     def _over_budget(self, tokens: int, budget: int) -> ServeError:
         return ServeError(422, "limit_exceeded",

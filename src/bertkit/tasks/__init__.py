@@ -1,4 +1,5 @@
 """The tasks, each declared once in its own module; Model methods, CLI commands and server endpoints derive from the registry."""
+from bertkit.tasks.attention import Attention
 from bertkit.tasks.base import Head, Item, Prepared, Task, run_task
 from bertkit.tasks.classify import Predict
 from bertkit.tasks.embed import Embed
@@ -9,7 +10,7 @@ from bertkit.tasks.search import Search
 from bertkit.tasks.tokenize import Tokenize
 from bertkit.tasks.similarity import Similarity, SimilarityMatrix, WordSimilarity, WordVector
 
-for _task in (Tokenize, FillMask, Embed, Similarity, Predict, Rerank, Search):
+for _task in (Tokenize, FillMask, Embed, Similarity, Predict, Rerank, Search, Attention):
     register(_task)
 
 __all__ = [

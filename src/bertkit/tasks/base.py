@@ -151,6 +151,8 @@ class Task:
     methods: ClassVar[dict[str, Callable]] = {}  # more Model methods the task installs beside its own: name -> function
     plot_needs: ClassVar[dict[str, Any]] = {}  # options --plot implies (similarity: matrix=True); see `plot`
     server_needs: ClassVar[str] = ""  # what a server must be started with to serve the task (see `server_options`)
+    # How to ask for a smaller answer, said when a server refuses one over its --max-answer-bytes.
+    smaller_answer: ClassVar[str] = "fewer texts, masks or candidates per mask (top_k), or sentences in a matrix"
 
     # -- prepare ------------------------------------------------------------------------------------
     def arrange(self, texts: list, pairs: list | None, options: Any) -> tuple[list, list | None]:
