@@ -380,11 +380,16 @@ class CudaGraphRunner:
 # residual stream and GELU outputs carry a few channels 5-15x larger than the rest; one per-batch int8 range over
 # them leaves the others a handful of levels (MiniLM: lowest sentence cosine to fp32 0.94 with them, 0.996 without).
 OUTLIER_RATIO = 4.0
+# Which of a layer's Linear modules run in int8 (names inside modeling.Layer). The FFN's up-projection stays fp32: with
+# it in int8, MiniLM's search top-10 overlap with fp32 fell to 0.938 (1,000 snippets, 200 queries), below the 0.95 gate;
+# without it 0.953, lowest sentence cosine 0.998 (benchmarks/NOTES.md, Deployment).
+INT8_LAYERS = ("attention.qkv", "attention.out", "ffn.down")
 
 
 class Int8Linear(nn.Module):
-    """`nn.Linear` run in int8: weights with one scale per output channel, activations quantized per batch over the
-    full 8-bit range (fbgemm), except the input channels `outliers` names, which are multiplied in fp32 and added."""
+    """`nn.Linear` run in int8: weights with one scale per output channel; activations quantized to 8 bits per token
+    (each row is divided by its largest |value| first, so one per-batch range fits every row), except the input
+    channels `outliers` names, which are multiplied in fp32 and added."""
 
     def __init__(self, linear: nn.Linear, outliers: torch.Tensor | None = None):
         super().__init__()
@@ -394,21 +399,23 @@ class Int8Linear(nn.Module):
         self.register_buffer("inliers", (~mask).nonzero().flatten())
         self.register_buffer("outliers", mask.nonzero().flatten())
         self.register_buffer("outlier_weight", weight[:, mask].t().contiguous())  # [outliers, out_features], fp32
+        bias = torch.zeros(self.out_features) if linear.bias is None else linear.bias.detach().float()
+        self.register_buffer("bias", bias)
         kept = weight[:, ~mask]
         scale = (kept.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch announces the quantized tensor types' move to torchao on every call
             q = torch.quantize_per_channel(kept, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
-            bias = None if linear.bias is None else linear.bias.detach().float()
-            self._packed = torch.ops.quantized.linear_prepack(q, bias)
+            self._packed = torch.ops.quantized.linear_prepack(q, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, self.in_features).float()
-        if self.outliers.numel() == 0:
-            y = torch.ops.quantized.linear_dynamic(x, self._packed, reduce_range=False)
-        else:
-            y = torch.ops.quantized.linear_dynamic(x.index_select(1, self.inliers), self._packed, reduce_range=False)
+        kept = x.index_select(1, self.inliers) if self.outliers.numel() else x
+        row_scale = kept.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
+        y = torch.ops.quantized.linear_dynamic(kept / row_scale, self._packed, reduce_range=False)
+        y = torch.addcmul(self.bias, y, row_scale)
+        if self.outliers.numel():
             y = y.addmm_(x.index_select(1, self.outliers), self.outlier_weight)
         return y.view(*shape[:-1], self.out_features)
 
@@ -438,8 +445,8 @@ def input_magnitudes(network: BertNetwork, calibration: Iterable[Batch]) -> dict
     return found
 
 
-def quantize_int8(network: BertNetwork, calibration: Iterable[Batch] = (), outlier_ratio: float = OUTLIER_RATIO
-                  ) -> BertNetwork:
+def quantize_int8(network: BertNetwork, calibration: Iterable[Batch] = (), outlier_ratio: float = OUTLIER_RATIO,
+                  layers: Sequence[str] = INT8_LAYERS) -> BertNetwork:
     """A CPU copy of `network` whose encoder Linear layers run in int8 (`Int8Linear`); the original is untouched.
 
     `calibration` (batches of real text, run once in fp32) finds each layer's outlier input channels, which stay
@@ -452,7 +459,7 @@ def quantize_int8(network: BertNetwork, calibration: Iterable[Batch] = (), outli
     quantized = copy.deepcopy(network).eval()
     for owner_name, owner in list(quantized.encoder.named_modules()):
         for name, child in list(owner.named_children()):
-            if isinstance(child, nn.Linear):
+            if isinstance(child, nn.Linear) and f"{owner_name}.{name}".endswith(tuple(layers)):
                 seen = magnitudes.get(f"{owner_name}.{name}" if owner_name else name)
                 outliers = None if seen is None else seen > outlier_ratio * seen.median()
                 setattr(owner, name, Int8Linear(child, outliers))
