@@ -149,3 +149,13 @@ def serve_and(model, fn, **settings):
             return await fn(client)
 
     return asyncio.run(go())
+
+
+# -- CLI answers ----------------------------------------------------------------------------------------
+def without_precision(payload):
+    """A CLI --json answer less the `precision` key the CLI adds (the server says it in a header instead)."""
+    if isinstance(payload, dict):
+        return {k: v for k, v in payload.items() if k != "precision"}
+    if isinstance(payload, list):
+        return [without_precision(row) if isinstance(row, dict) else row for row in payload]
+    return payload
