@@ -423,3 +423,13 @@ def one_line_error(err: str) -> str:
 
 def snapshot(folder) -> dict:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# -- CLI answers ----------------------------------------------------------------------------------------
+def without_precision(payload):
+    """A CLI --json answer less the `precision` key the CLI adds (the server says it in a header instead)."""
+    if isinstance(payload, dict):
+        return {k: v for k, v in payload.items() if k != "precision"}
+    if isinstance(payload, list):
+        return [without_precision(row) if isinstance(row, dict) else row for row in payload]
+    return payload

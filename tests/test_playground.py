@@ -16,7 +16,7 @@ pytest.importorskip("fastapi")
 import bertkit  # noqa: E402
 from bertkit.cli import main as cli  # noqa: E402
 from bertkit.errors import BertkitError  # noqa: E402
-from helpers import ServeProcess, serving  # noqa: E402
+from helpers import ServeProcess, serving, without_precision  # noqa: E402
 
 try:
     from selenium import webdriver
@@ -210,7 +210,7 @@ def cli_json(capsys, *argv):
     code = cli(list(argv) + ["--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    return json.loads(out)
+    return without_precision(json.loads(out))
 
 
 # -- the panels --------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 from bertkit.cli import main as cli  # noqa: E402
 from bertkit.errors import BertkitError  # noqa: E402
 from bertkit.serve.settings import api_key_given  # noqa: E402
-from helpers import serve_and  # noqa: E402
+from helpers import serve_and, without_precision  # noqa: E402
 
 KEY = "s3cret-key"
 BANK = ["I sat on the river bank and watched the water.", "She deposited the cheque at the bank."]
@@ -41,7 +41,7 @@ def cli_json(capsys, *argv):
     code = cli(list(argv) + ["--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    return json.loads(out)
+    return without_precision(json.loads(out))
 
 
 # -- the same answers as the command line ---------------------------------------------------------

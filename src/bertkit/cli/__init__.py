@@ -11,7 +11,7 @@ from bertkit.errors import BertkitError, OptionError
 from bertkit.options import flag_name
 
 # Each module adds its sub-commands with `register(subparsers)`.
-COMMAND_MODULES = ["tasks", "search_eval", "index", "core", "train", "serve", "bench"]
+COMMAND_MODULES = ["tasks", "search_eval", "index", "core", "train", "serve", "bench", "export"]
 
 
 class UsageError(BertkitError):

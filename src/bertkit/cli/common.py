@@ -52,6 +52,16 @@ def add_model_args(parser: argparse.ArgumentParser, default: str | None = DEFAUL
     if runs_network:
         parser.add_argument("--compile", action="store_true",
                             help="torch.compile the network first: ~20%% faster on CUDA for long runs, no gain on the CPU")
+        add_precision_arg(parser)
+
+
+def add_precision_arg(parser: argparse.ArgumentParser) -> None:
+    from bertkit.precision import PRECISIONS
+
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="arithmetic of inference: fp32 is exact; bf16 and int8 are faster where the hardware has "
+                             "the instructions, within a measured quality gate, and refused where it has not "
+                             "(default: fp32 on the CPU, bf16 autocast on CUDA)")
 
 
 def text_column_help() -> str:
@@ -67,13 +77,20 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
 def load_model(args: argparse.Namespace):
     from bertkit.model import load
 
-    model = load(args.model, device=args.device)
+    model = load(args.model, device=args.device, precision=getattr(args, "precision", None))
+    args.ran_precision = model.precision  # emit adds it to every JSON answer
     return model.compile() if getattr(args, "compile", False) else model
 
 
 def emit(args: argparse.Namespace, payload: Any, human: Callable[[Any], str] | None = None) -> None:
     """Print `payload` as JSON under --json, otherwise the human rendering; either way nothing in it can steer the
-    terminal (bertkit.terminal: control characters escaped, JSON values unchanged)."""
+    terminal (bertkit.terminal: control characters escaped, JSON values unchanged). An answer from a model says the
+    precision it ran at: a `precision` key in an object, or in each row of a list of them (the shape stays)."""
+    ran = getattr(args, "ran_precision", None)
+    if ran and isinstance(payload, dict):
+        payload = {**payload, "precision": ran}
+    elif ran and isinstance(payload, list) and payload and all(isinstance(row, dict) for row in payload):
+        payload = [{**row, "precision": ran} for row in payload]
     if getattr(args, "json", False) or human is None:
         print(safe_json(to_json(payload, indent=None if getattr(args, "compact", False) else 2)), flush=True)
     else:

@@ -169,13 +169,14 @@ def _run_corpus(task: Task, args: argparse.Namespace, options) -> int:
         report = run_with_ray(args.input, args.output, task=task.name, model=args.model,
                               text_column=args.text_column or "text", concurrency=args.concurrency,
                               num_gpus=args.num_gpus, address=args.ray_address, options=run_options,
-                              device=args.device, compile=args.compile)
+                              device=args.device, compile=args.compile, precision=getattr(args, "precision", None))
         emit(args, report, lambda d: f"Ray wrote {d['rows']} rows to {d['output']}")
         return 0
     from bertkit.corpus import rank_device, run_corpus
     from bertkit.model import load
 
-    model = load(args.model, device=rank_device(args.device))
+    model = load(args.model, device=rank_device(args.device), precision=getattr(args, "precision", None))
+    args.ran_precision = model.precision
     if args.compile:
         model.compile()
     report = run_corpus(model, task.name, args.input, args.output, text_column=args.text_column,

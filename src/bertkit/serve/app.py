@@ -20,7 +20,7 @@ from bertkit.serve.metrics import CONTENT_TYPE
 from bertkit.serve.openai import add_routes as add_openai
 from bertkit.serve.playground import add_routes as add_playground
 from bertkit.serve.service import Service
-from bertkit.serve.settings import Settings
+from bertkit.serve.settings import PRECISION_HEADER, Settings
 from bertkit.tasks.base import Task
 
 log = logging.getLogger("bertkit.serve")
@@ -61,6 +61,7 @@ def create_app(model: Model, settings: Settings | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None)
     app.state.service = service
     app.add_middleware(Gate, service=service)
+    app.add_middleware(PrecisionHeader, precision=model.precision)  # outermost: errors the gate sends carry it too
     _add_error_handlers(app)
     for task in service.tasks.values():
         _add_task_route(app, service, task, s.request_model(task, settings.max_texts, settings.max_chars))
@@ -147,6 +148,25 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+class PrecisionHeader:
+    """Pure ASGI middleware: every HTTP answer names the precision the model runs at (X-Bertkit-Precision)."""
+
+    def __init__(self, app: Any, precision: str) -> None:
+        self.app, self.header = app, (PRECISION_HEADER.lower().encode("latin-1"), precision.encode("latin-1"))
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 def _document_api_key(app: FastAPI) -> None:

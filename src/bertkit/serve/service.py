@@ -110,6 +110,7 @@ class Service:
         m, sentence = self.model, self.model.sentence_config
         return {
             "model": m.source, "folder": str(m.folder) if m.folder else None, "device": str(m.device),
+            "precision": m.precision,
             "parameters": m.num_parameters(), "heads": list(m.network.heads), "labels": list(m.labels),
             "max_length": m.max_length, "sentence_transformers": sentence or None, "config": m.config.to_dict(),
             "endpoints": {f"/v1/{t}": ok for t, ok in self.available().items()},

@@ -9,6 +9,7 @@ from bertkit.errors import OptionError
 from bertkit.options import Options, flag_name, option
 
 API_KEY_ENV = "BERTKIT_API_KEY"
+PRECISION_HEADER = "X-Bertkit-Precision"  # on every answer: the arithmetic the model ran at (--precision)
 MIB = 1024 * 1024
 
 
