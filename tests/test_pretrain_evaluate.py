@@ -10,8 +10,9 @@ import torch
 
 from bertkit.config import BertConfig
 from bertkit.modeling import BertNetwork
-from bertkit.pretrain import (EVAL_STREAM, MLMScores, Masker, MaskedLM, UnigramBaseline, evaluate_mlm, masked_batch,
-                              masked_lm_loss, prepare_data, score_batches, score_logits)
+from bertkit.pretrain import (EVAL_STREAM, MLMScores, Masker, MaskedLM, MaskedWindows, UnigramBaseline, evaluate_mlm,
+                              evaluation_batches, masked_batch, masked_lm_loss, prepare_data, score_batches,
+                              score_logits)
 from bertkit.tokenizer import Tokenizer
 
 SPECIALS = [0, 100, 101, 102, 103]
@@ -69,7 +70,8 @@ def corpus(tmp_path_factory, minilm_dir):
     tokenizer = Tokenizer.from_dir(minilm_dir)
     data = prepare_data(tokenizer, path, max_length=32, limit=512, eval_fraction=0.2, seed=0, progress=False)
     masker = Masker.for_tokenizer(tokenizer)
-    held_out = [masked_batch(data.eval, range(len(data.eval)), masker, seed=0, epoch=0, stream=EVAL_STREAM)]
+    held_out = evaluation_batches(data.eval, masker, seed=0, max_tokens=4096)
+    assert len(held_out) == 1  # every held-out window in one batch
     return data, masker, held_out
 
 
@@ -86,8 +88,7 @@ def test_evaluation_is_the_loss_of_fixed_masks_and_the_baseline_scores_the_same_
     data, masker, held_out = corpus
     network = tiny_mlm.network
     first = evaluate_mlm(network, held_out, data.baseline)
-    again = evaluate_mlm(network, [masked_batch(data.eval, range(len(data.eval)), masker, seed=0, epoch=0,
-                                                stream=EVAL_STREAM)], data.baseline)
+    again = evaluate_mlm(network, evaluation_batches(data.eval, masker, seed=0, max_tokens=4096), data.baseline)
     assert first == again  # the evaluation masks are the same every time
     model, unigram = first["model"], first["unigram"]
     assert model["masked_tokens"] == unigram["masked_tokens"] == held_out[0].num_masked > 50
@@ -95,9 +96,13 @@ def test_evaluation_is_the_loss_of_fixed_masks_and_the_baseline_scores_the_same_
         logits = MaskedLM(network)(held_out[0])
     assert math.isclose(model["loss"], float(masked_lm_loss(logits, held_out[0].targets)), rel_tol=1e-5)
     assert model["top1"] == int((logits.argmax(-1) == held_out[0].targets).sum()) / held_out[0].num_masked
-    # Sharded (a window per shard) the sums are the same.
+    # In small batches, or a window per shard as processes would split them, the sums are the same.
+    small = evaluation_batches(data.eval, masker, seed=0, max_tokens=100)
     shards = [masked_batch(data.eval, [i], masker, seed=0, epoch=0, stream=EVAL_STREAM) for i in range(len(data.eval))]
-    assert math.isclose(score_batches(network, shards).loss_sum, score_batches(network, held_out).loss_sum, rel_tol=1e-5)
+    assert len(small) > 5 and sum(b.num_masked for b in small) == held_out[0].num_masked
+    whole = score_batches(network, held_out)
+    for parts in (small, shards):
+        assert math.isclose(score_batches(network, parts).loss_sum, whole.loss_sum, rel_tol=1e-5)
     # The unigram baseline, on this corpus, guesses "the" every time.
     assert data.baseline.ranking(1) == [1996]
     assert unigram["top1"] == int((held_out[0].targets == 1996).sum()) / held_out[0].num_masked
@@ -113,11 +118,11 @@ def test_a_tiny_model_learns_context_beyond_the_unigram_baseline(corpus, one_thr
     network = BertNetwork(config, pooler=False, mlm_head=True)
     before = evaluate_mlm(network, held_out, data.baseline)
     model = MaskedLM(network.train())
+    examples = MaskedWindows(data.train, masker, seed=0)
     optimizer = torch.optim.AdamW(network.parameters(), lr=5e-3, weight_decay=0.01)
     losses = []
     for step in range(100):
-        windows = np.random.default_rng(step).permutation(len(data.train))[:8]
-        batch = masked_batch(data.train, windows, masker, seed=0, epoch=step)
+        batch = examples.batch(np.random.default_rng(step).permutation(len(examples))[:8], epoch=step)
         loss = masked_lm_loss(model(batch), batch.targets)
         loss.backward()
         optimizer.step()

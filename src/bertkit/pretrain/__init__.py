@@ -9,16 +9,18 @@ from bertkit.pretrain.baseline import UnigramBaseline
 from bertkit.pretrain.evaluate import MLMScores, evaluate_mlm, score_batches, score_logits
 from bertkit.pretrain.masking import (DEFAULT_MASK_PROB, EVAL_STREAM, MASKING, TRAIN_STREAM, MaskedTokens, Masker,
                                       check_mask_prob, check_masking, window_keys)
-from bertkit.pretrain.objective import MaskedBatch, MaskedLM, ensure_mlm_head, masked_batch, masked_lm_loss
+from bertkit.pretrain.objective import (MaskedBatch, MaskedLM, MaskedWindows, ensure_mlm_head, evaluation_batches,
+                                        masked_batch, masked_lm_loss)
 from bertkit.pretrain.packing import (DocumentTokens, TokenWindows, WindowPacker, check_max_length, pack_documents,
                                       tokenize_documents)
 from bertkit.pretrain.prepare import DEFAULT_EVAL_FRACTION, PretrainData, check_eval_fraction, prepare_data
 from bertkit.pretrain.sources import DocumentCounts, read_documents
 
 __all__ = [
-    "DEFAULT_EVAL_FRACTION", "DEFAULT_MASK_PROB", "DocumentCounts", "DocumentTokens", "EVAL_STREAM", "MASKING",
-    "MLMScores", "MaskedBatch", "MaskedLM", "MaskedTokens", "Masker", "PretrainData", "TRAIN_STREAM", "TokenWindows",
-    "UnigramBaseline", "WindowPacker", "check_eval_fraction", "check_mask_prob", "check_masking", "check_max_length",
-    "ensure_mlm_head", "evaluate_mlm", "masked_batch", "masked_lm_loss", "pack_documents", "prepare_data",
-    "read_documents", "score_batches", "score_logits", "tokenize_documents", "window_keys",
+    "DEFAULT_EVAL_FRACTION", "DEFAULT_MASK_PROB", "EVAL_STREAM", "MASKING", "TRAIN_STREAM", "DocumentCounts",
+    "DocumentTokens", "MLMScores", "MaskedBatch", "MaskedLM", "MaskedTokens", "MaskedWindows", "Masker",
+    "PretrainData", "TokenWindows", "UnigramBaseline", "WindowPacker", "check_eval_fraction", "check_mask_prob",
+    "check_masking", "check_max_length", "ensure_mlm_head", "evaluate_mlm", "evaluation_batches", "masked_batch",
+    "masked_lm_loss", "pack_documents", "prepare_data", "read_documents", "score_batches", "score_logits",
+    "tokenize_documents", "window_keys",
 ]

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertkit.batching import Batch
+from bertkit.batching import Batch, plan_batches
 from bertkit.modeling import BertNetwork
-from bertkit.pretrain.masking import TRAIN_STREAM, Masker, window_keys
+from bertkit.pretrain.masking import EVAL_STREAM, TRAIN_STREAM, Masker, window_keys
 from bertkit.pretrain.packing import TokenWindows
 
 NEW_HEAD = ("the model has no masked-LM head: it gets a new one, initialised as BERT's is "
@@ -76,6 +76,34 @@ def masked_batch(windows: TokenWindows, indices: Sequence[int], masker: Masker, 
         index=indices,
     )
     return MaskedBatch(batch, torch.from_numpy(masked.positions), torch.from_numpy(masked.targets))
+
+
+@dataclass
+class MaskedWindows:
+    """Windows as training examples for a batch plan: `lengths` to plan with, `batch(indices, epoch)` to build
+    one, masked afresh each epoch; the mask of a window depends on (seed, epoch, its number) only."""
+
+    windows: TokenWindows
+    masker: Masker
+    seed: int
+    stream: int = TRAIN_STREAM
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    @property
+    def lengths(self) -> list[int]:
+        return self.windows.lengths
+
+    def batch(self, indices: Sequence[int], epoch: int) -> MaskedBatch:
+        return masked_batch(self.windows, indices, self.masker, self.seed, epoch, self.stream)
+
+
+def evaluation_batches(windows: TokenWindows, masker: Masker, seed: int, max_tokens: int) -> list[MaskedBatch]:
+    """Held-out windows masked once (EVAL_STREAM, epoch 0) in token-budget batches of similar lengths, in window
+    order within a batch: the same masked tokens at every evaluation of a run."""
+    plan = plan_batches(windows.lengths, max(max_tokens, max(windows.lengths)))
+    return [masked_batch(windows, sorted(indices), masker, seed, 0, EVAL_STREAM) for indices in plan]
 
 
 class MaskedLM(nn.Module):
