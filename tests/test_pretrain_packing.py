@@ -113,6 +113,10 @@ def test_prepare_splits_by_document_counts_everything_and_is_seeded(tmp_path, to
     counts[[CLS, SEP]] = 0
     assert np.array_equal(counts, data.baseline.counts) and data.baseline.total == train["tokens"] - 2 * train["windows"] - (
         train["documents"] - train["windows"])  # minus [CLS]/[SEP] framing and the [SEP] between documents
+    lines = data.describe()
+    assert lines[0] == "read: 181 documents (9,802 characters) from 1 file; 20 blank rows skipped; 1 without tokens skipped"
+    assert lines[1].startswith(f"training: {train['documents']} documents in {train['windows']} windows")
+    assert lines[2].startswith("held out: ") and lines[2].endswith("at most 48 a window)")
     again = prepare_data(tokenizer, corpus, max_length=48, limit=512, eval_fraction=0.2, seed=3, progress=False)
     assert np.array_equal(again.eval.tokens, data.eval.tokens)
     other = prepare_data(tokenizer, corpus, max_length=48, limit=512, eval_fraction=0.2, seed=4, progress=False)

@@ -1,8 +1,8 @@
 """The unigram baseline: every masked token predicted by its frequency in the training text, whatever surrounds it.
 
 It is what a model that learned no context at all can score, so a masked-LM's figures mean something
-only above it. Counts are taken while the training documents stream by (their word pieces, no
-special tokens); probabilities are add-one (Laplace) smoothed over the vocabulary minus the special
+only above it. Counts are the training text's word pieces (special tokens are never predicted);
+probabilities are add-one (Laplace) smoothed over the vocabulary minus the special
 tokens, so a token never seen in training costs log(total + vocabulary) nats, not infinity.
 """
 from __future__ import annotations
@@ -21,8 +21,10 @@ class UnigramBaseline:
         self.special_ids = np.asarray(sorted(set(special_ids)), dtype=np.int64)
 
     def update(self, ids: np.ndarray) -> None:
-        """Count one document's piece ids."""
-        self.counts += np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(self.counts))[: len(self.counts)]
+        """Count these piece ids; special tokens among them ([CLS], [SEP] of packed windows) are never targets: skipped."""
+        counts = np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(self.counts))[: len(self.counts)]
+        counts[self.special_ids] = 0
+        self.counts += counts
 
     @property
     def total(self) -> int:
@@ -31,14 +33,14 @@ class UnigramBaseline:
     def log_probs(self) -> torch.Tensor:
         """log p(token) for every id, float64 [vocab]; -inf for the special tokens, which are never targets."""
         counts = self.counts.astype(np.float64) + 1.0
-        counts[self.special_ids] = 0.0
+        counts[self.special_ids] = 0.0  # never a target: no probability
         with np.errstate(divide="ignore"):
             return torch.from_numpy(np.log(counts / counts.sum()))
 
     def ranking(self, k: int = TOP_K) -> list[int]:
         """The k most frequent ids (ties: lower id first), specials excluded: the baseline's guesses for every mask."""
         counts = self.counts.copy()
-        counts[self.special_ids] = -1
+        counts[self.special_ids] = -1  # below every ordinary id, even one never seen
         return np.argsort(-counts, kind="stable")[:k].tolist()
 
     def score(self, targets: torch.Tensor) -> MLMScores:

@@ -47,8 +47,9 @@ class MaskedBatch:
         return self.targets.numel()
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "MaskedBatch":
-        return replace(self, batch=self.batch.to(device, non_blocking), positions=self.positions.to(device, non_blocking=non_blocking),
-                       targets=self.targets.to(device, non_blocking=non_blocking))
+        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return replace(self, batch=self.batch.to(device, non_blocking), positions=move(self.positions),
+                       targets=move(self.targets))
 
     def pin_memory(self) -> "MaskedBatch":
         return replace(self, batch=self.batch.pin_memory(), positions=self.positions.pin_memory(),
@@ -57,7 +58,8 @@ class MaskedBatch:
 
 def masked_batch(windows: TokenWindows, indices: Sequence[int], masker: Masker, seed: int, epoch: int,
                  stream: int = TRAIN_STREAM) -> MaskedBatch:
-    """Windows `indices` masked for `epoch` (each by its own key, so as if alone: masking.window_keys) and packed, on the CPU."""
+    """Windows `indices` masked for `epoch` and packed, on the CPU; each window is masked as if alone
+    (its own key: masking.window_keys), so its mask does not depend on the batch."""
     indices = [int(i) for i in indices]
     if not indices:
         raise ValueError("a batch needs at least one window")

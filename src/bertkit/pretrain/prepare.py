@@ -2,8 +2,8 @@
 
 One pass over the source: each document is read (sources), sent to the held-out side or the
 training side (a seeded draw per document, so a document's windows never straddle the two, or a
-separate `eval_data` source), tokenized once, counted for the unigram baseline when it trains, and
-packed into windows (packing). Only token ids are kept in memory, never the text.
+separate `eval_data` source), tokenized once and packed into windows (packing); the unigram
+baseline counts the training windows' pieces. Only token ids are kept in memory, never the text.
 """
 from __future__ import annotations
 
@@ -32,6 +32,19 @@ class PretrainData:
     eval: TokenWindows | None
     baseline: UnigramBaseline
     report: dict = field(default_factory=dict)
+
+    def describe(self) -> list[str]:
+        """What was read, skipped and packed, a line each, for the user."""
+        lines = []
+        for key, what in (("data", "read"), ("eval_data", "read for evaluation")):
+            if (side := self.report.get(key)) is not None:
+                skipped = side["no_tokens_skipped"]
+                lines.append(f"{what}: {side['summary']}" + (f"; {skipped:,} without tokens skipped" if skipped else ""))
+        for key, what in (("train", "training"), ("eval", "held out")):
+            if (side := self.report.get(key)) is not None:
+                lines.append(f"{what}: {side['documents']:,} documents in {side['windows']:,} windows "
+                             f"({side['tokens']:,} tokens, at most {self.report['max_length']} a window)")
+        return lines
 
 
 def check_eval_fraction(eval_fraction: float) -> float:
@@ -69,12 +82,12 @@ def prepare_data(tokenizer: Tokenizer, data: str | os.PathLike, *, max_length: i
             held_out.add(doc)
         else:
             train.add(doc)
-            baseline.update(doc.ids)
     report = {"data": _side(read, no_tokens), "max_length": max_length, "pack": pack, "paragraphs": paragraphs}
     if not train.documents:
         raise BertkitError(f"{data} holds no document with tokens to train on ({read.summary()}"
                            f"{f', {no_tokens:,} without tokens' if no_tokens else ''}); pass documents with text")
     windows = {"train": train.finish()}
+    baseline.update(windows["train"].tokens)  # the training documents' pieces; it skips [CLS] and [SEP]
     if eval_data is not None:
         eval_read = DocumentCounts()
         eval_texts = read_documents(eval_data, text_column=text_column, paragraphs=paragraphs, counts=eval_read)
