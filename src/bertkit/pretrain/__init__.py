@@ -4,6 +4,19 @@ One module per job: `sources` (documents streamed from files), `packing` (docume
 windows), `masking` (which tokens are hidden, seeded per window and epoch), `objective` (masked
 batches, the MLM head on masked rows, the loss), `baseline` (unigram frequencies), `evaluate`
 (loss, perplexity, top-1/top-5) and `prepare` (a source to all of these in one pass).
+
+How a training loop uses them:
+
+    data = prepare_data(model.tokenizer, source, max_length=128, limit=model.max_length, seed=seed)
+    said = ensure_mlm_head(model.network)            # None, or one line for the user
+    masker = Masker.for_tokenizer(model.tokenizer, mask_prob, masking)
+    examples = MaskedWindows(data.train, masker, seed)  # plan batches over examples.lengths
+    held_out = evaluation_batches(data.eval, masker, seed, max_tokens)
+    module = MaskedLM(model.network)                 # what DistributedDataParallel wraps
+    for indices in plan:                             # a seeded plan per epoch
+        batch = examples.batch(indices, epoch).to(device)
+        loss = masked_lm_loss(module(batch), batch.targets, "sum") / masked_tokens_in_the_step
+    evaluate_mlm(model.network, held_out, data.baseline)  # {"model": {...}, "unigram": {...}}
 """
 from bertkit.pretrain.baseline import UnigramBaseline
 from bertkit.pretrain.evaluate import MLMScores, evaluate_mlm, score_batches, score_logits
