@@ -236,6 +236,12 @@ class BertNetwork(nn.Module):
         device = self.encoder.embeddings.word.weight.device
         self.to(device)
 
+    def add_mlm_head(self) -> None:
+        """Put a freshly initialised masked-LM head on the encoder: BERT's recipe, its decoder the word embeddings."""
+        self.mlm_head = MaskedLMHead(self.config, self.encoder.embeddings.word)  # bias starts at zero
+        self.mlm_head.apply(self._init_weights)
+        self.mlm_head.to(self.encoder.embeddings.word.weight)  # its device and dtype
+
     def _init_weights(self, module: nn.Module) -> None:
         # The same recipe as the original BERT, so fresh heads train like transformers' do.
         std = self.config.initializer_range
