@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertkit.batching import Batch, plan_batches
+from bertkit.batching import Batch, group_by_budget
 from bertkit.modeling import BertNetwork
 from bertkit.pretrain.masking import EVAL_STREAM, TRAIN_STREAM, Masker, window_keys
 from bertkit.pretrain.packing import TokenWindows
@@ -104,7 +104,7 @@ class MaskedWindows:
 def evaluation_batches(windows: TokenWindows, masker: Masker, seed: int, max_tokens: int) -> list[MaskedBatch]:
     """Held-out windows masked once (EVAL_STREAM, epoch 0) in token-budget batches of similar lengths, in window
     order within a batch: the same masked tokens at every evaluation of a run."""
-    plan = plan_batches(windows.lengths, max(max_tokens, max(windows.lengths)))
+    plan = group_by_budget(windows.lengths, max(max_tokens, max(windows.lengths)))
     return [masked_batch(windows, sorted(indices), masker, seed, 0, EVAL_STREAM) for indices in plan]
 
 
