@@ -7,8 +7,8 @@ from bertkit.index.text_index import Index
 from bertkit.model import Model, load
 from bertkit.modeling import BertNetwork
 from bertkit.tokenizer import Encoding, Tokenizer
+from bertkit.version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
     "Batch", "BertConfig", "BertNetwork", "BertkitError", "Encoding", "Index", "Model", "Tokenizer",
     "bundled_models", "load", "pack", "plan_batches", "__version__",

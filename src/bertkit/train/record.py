@@ -10,14 +10,13 @@ from typing import Any
 import torch
 
 from bertkit.data import TextDataset
+from bertkit.version import __version__
 
 LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "accelerate")
 
 
 def library_versions() -> dict[str, str | None]:
     """Installed versions (None when absent), read from package metadata so nothing heavy is imported."""
-    from bertkit import __version__
-
     out: dict[str, str | None] = {"bertkit": __version__, "python": platform.python_version()}
     for name in LIBRARIES:
         try:
