@@ -143,7 +143,7 @@ def evaluate(model, data, plan, limit: int, aggregations=("mean",)) -> list[dict
     """One row per aggregation: accuracy and macro-F1 per document, wall seconds, windows per document."""
     from bertkit.train.batches import BatchStream, window_dataset
     from bertkit.train.loop import predict_logits
-    from bertkit.train.trainer import document_scores, report_from_scores
+    from bertkit.train.reports import document_scores, report_from_scores
 
     start = time.perf_counter()
     with warnings.catch_warnings():

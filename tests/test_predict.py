@@ -9,7 +9,7 @@ import torch
 
 import bertkit
 from bertkit.errors import BertkitError
-from bertkit.tasks.classify import predict_table, write_predictions
+from bertkit.tasks.predict import predict_table, write_predictions
 from helpers import EPS32, TINY_TERMS, fp32_tol, write_tiny
 
 TEXTS = [

@@ -6,6 +6,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Mapping
 
+from bertkit.classification import DEFAULT_THRESHOLD, threshold_option
 from bertkit.options import Options, check, option, specs
 from bertkit.windows import LongOptions
 
@@ -63,7 +64,7 @@ class TrainConfig(LongSettings):
     # Seeds reach torch.manual_seed, which takes an unsigned 64-bit number; negative ones are refused up front.
     seed: int = option(42, "one seed for split, order, dropout and head", ge=0, le=2**64 - 1)
     class_weights: Literal["balanced"] | None = option(None, "weigh classes inversely to their frequency")
-    threshold: float = option(0.5, "multi-label decision threshold", gt=0, lt=1)
+    threshold: float = threshold_option(DEFAULT_THRESHOLD)
     metric: Metric = option("macro_f1", "selects the best checkpoint and drives early stopping")
     patience: int | None = option(None, "stop after N evaluations without improvement", ge=1)
     eval_every: int | None = option(None, "also evaluate every N steps (always at each epoch's end)", ge=1)
