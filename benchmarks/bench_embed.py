@@ -79,13 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")  # the long texts are cut at 256 tokens on both sides, by design
     import bertkit
-    from bertkit.batching import plan_batches
+    from bertkit.batching import group_by_budget
     from sentence_transformers import SentenceTransformer
 
     ours = bertkit.load(args.model, device="cpu")
     theirs = SentenceTransformer(str(ours.folder), device="cpu")
     texts = build_texts(args.n, args.long_every)
-    lengths = [len(e) for e in ours.encode(texts, max_length=ours.sentence_config.get("max_seq_length"))]
+    lengths = [len(e) for e in ours.tokenize(texts, max_length=ours.sentence_config.get("max_seq_length"))]
     budget = args.batch_tokens or int(args.batch_size * np.mean(lengths))
 
     runs = {
@@ -110,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     best = {n: min(w) for n, w in walls.items()}
     ref = outputs["sentence_transformers"]
     cos = float((outputs["bertkit"] * ref).sum(1).min())
-    plan = plan_batches(lengths, budget)
+    groups = group_by_budget(lengths, budget)
     result = {
         "texts": len(texts), "tokens_mean": round(float(np.mean(lengths)), 1), "tokens_max": int(max(lengths)),
         "threads": args.threads, "repeats": args.repeats, "st_batch_size": args.batch_size,
         "bertkit_batch_tokens": budget, "bertkit_default_batch_tokens": ours.default_batch_tokens,
         "token_slots": {"real": int(sum(lengths)), "sentence_transformers": st_slots(texts, lengths, args.batch_size),
-                        "bertkit": int(sum(max(lengths[i] for i in b) * len(b) for b in plan))},
+                        "bertkit": int(sum(max(lengths[i] for i in b) * len(b) for b in groups))},
         "texts_per_s_best": {k: round(len(texts) / v, 1) for k, v in best.items()},
         "seconds_all": {k: [round(x, 2) for x in v] for k, v in walls.items()},
         # Best time against best time: the least disturbed run of each side is the closest to its real cost.

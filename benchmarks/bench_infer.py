@@ -94,14 +94,14 @@ def run(n: int = 3000, model: str = "minilm", threads: int = 2, repeats: int = 5
     import bertkit
     from transformers import AutoTokenizer, BertModel
 
-    from bertkit.batching import pack, plan_batches
+    from bertkit.batching import group_by_budget, pack
 
     ours = bertkit.load(model, device=device)
     tok = AutoTokenizer.from_pretrained(str(ours.folder))
     ref = BertModel.from_pretrained(str(ours.folder), attn_implementation="sdpa").to(device).eval()
     texts, labels = load_texts(n)
     budget = batch_tokens or ours.default_batch_tokens
-    encodings = ours.encode(texts)
+    encodings = ours.tokenize(texts)
     lengths = [len(e) for e in encodings]
 
     def reference_end_to_end():
@@ -117,8 +117,8 @@ def run(n: int = 3000, model: str = "minilm", threads: int = 2, repeats: int = 5
 
     hf_inputs = [tok(texts[i: i + batch_size], padding=True, truncation=True, return_tensors="pt").to(device)
                  for i in range(0, len(texts), batch_size)]
-    plan = plan_batches(lengths, budget)
-    packed = [ours.to_device(pack([encodings[i].ids for i in p], [encodings[i].type_ids for i in p], index=p)) for p in plan]
+    groups = group_by_budget(lengths, budget)
+    packed = [ours.to_device(pack([encodings[i].ids for i in p], [encodings[i].type_ids for i in p], index=p)) for p in groups]
 
     def reference_forward():
         with torch.inference_mode():

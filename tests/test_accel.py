@@ -223,8 +223,8 @@ def test_int8_is_opt_in_close_and_flagged(minilm_dir):
     assert not accel.is_quantized(fp32)
     q = accel.quantize_int8(fp32)
     assert accel.is_quantized(q) and not accel.is_quantized(fp32)
-    assert type(fp32.encoder.layers[0].ffn.up) is torch.nn.Linear  # the original is untouched
-    assert type(q.encoder.layers[0].ffn.up) is not torch.nn.Linear
+    assert type(fp32.encoder.layers[0].ffn.down) is torch.nn.Linear  # the original is untouched
+    assert type(q.encoder.layers[0].ffn.down) is accel.Int8Linear
     batch = packed(*random_sequences([12, 30, 7], seed=4))
     with torch.no_grad():
         a, b = fp32(batch), q(batch)

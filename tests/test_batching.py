@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from bertkit.batching import pack, plan_batches
+from bertkit.batching import group_by_budget, pack
 
 
 def test_pack_layout():
@@ -35,24 +35,24 @@ def test_pack_refuses_empty():
 def test_plan_respects_budget_and_covers_everything_once(shuffle):
     rng = random.Random(0)
     lengths = [rng.randint(1, 512) for _ in range(1000)]
-    plan = plan_batches(lengths, max_tokens=4096, max_batch_size=64, shuffle=shuffle, seed=3)
-    flat = sorted(i for b in plan for i in b)
+    groups = group_by_budget(lengths, max_tokens=4096, max_batch_size=64, shuffle=shuffle, seed=3)
+    flat = sorted(i for b in groups for i in b)
     assert flat == list(range(1000))
-    for b in plan:
+    for b in groups:
         assert len(b) <= 64
         assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 4096
     if not shuffle:  # sorted: padding to the longest in each batch wastes little
         real = sum(lengths)
-        padded = sum(max(lengths[i] for i in b) * len(b) for b in plan)
+        padded = sum(max(lengths[i] for i in b) * len(b) for b in groups)
         assert padded / real < 1.05
 
 
 def test_plan_shuffle_is_seeded():
     lengths = list(range(1, 300))
-    a = plan_batches(lengths, 1024, shuffle=True, seed=1)
-    assert a == plan_batches(lengths, 1024, shuffle=True, seed=1)
-    assert a != plan_batches(lengths, 1024, shuffle=True, seed=2)
+    a = group_by_budget(lengths, 1024, shuffle=True, seed=1)
+    assert a == group_by_budget(lengths, 1024, shuffle=True, seed=1)
+    assert a != group_by_budget(lengths, 1024, shuffle=True, seed=2)
 
 
 def test_plan_single_example_over_budget_gets_its_own_batch():
-    assert plan_batches([600, 3], max_tokens=512) == [[1], [0]]
+    assert group_by_budget([600, 3], max_tokens=512) == [[1], [0]]

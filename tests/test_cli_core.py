@@ -88,3 +88,25 @@ def test_a_missing_device_is_an_error_even_where_no_network_runs(capsys, command
 def test_no_command_is_a_usage_error(capsys):
     code, _, err = run(capsys)
     assert code == 2 and err.startswith("usage: bertkit") and "Traceback" not in err
+
+
+def _leaf_commands(parser, path=()):
+    """Every runnable command, nested ones included (`index build`), as (words, parser)."""
+    import argparse
+
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+    for action in subs:
+        for name, child in action.choices.items():
+            yield from _leaf_commands(child, path + (name,))
+
+
+def test_every_command_has_json():
+    from bertkit.cli import build_parser
+
+    commands = dict(_leaf_commands(build_parser()))
+    assert ("serve",) in commands and ("index", "build") in commands
+    without = [" ".join(words) for words, p in commands.items()
+               if "--json" not in {o for a in p._actions for o in a.option_strings}]
+    assert without == []

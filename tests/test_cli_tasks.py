@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -136,3 +137,51 @@ def test_compile_flag_compiles_and_changes_no_answer(capsys, tiny_cls_dir):
     rows = json.loads(out)
     assert code == 0 and [r["label"] for r in rows] == [r["label"] for r in want]
     assert all(abs(r["scores"][k] - w["scores"][k]) < 1e-5 for r, w in zip(rows, want) for k in w["scores"])
+
+
+# -- what a corpus holds cannot steer the terminal ------------------------------------------------------------------
+HOSTILE = ["\x1b[31mred\x1b[0m text", "retitle \x1b]0;pwned\x07 window",
+           "clipboard \x1b]52;c;ZWNobyBoaQ==\x07 write", "bidi \u202egnp.exe\u202c name", "C1 \x9b2J clear",
+           "line\nbreak and \r return and DEL\x7f"]
+# What a terminal obeys: C0 controls but the newline and tab that lay lines out, DEL, C1, bidi controls.
+RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def test_search_escapes_control_characters_in_human_output_and_keeps_json_exact(capsys, tmp_path, tiny_mlm_dir):
+    from bertkit.index_build import build_index
+
+    corpus = tmp_path / "corpus.jsonl"
+    rows = [{"id": f"id-{i}-{text[:12]}", "text": text, "source": text} for i, text in enumerate(HOSTILE)]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    build_index(bertkit.load(tiny_mlm_dir, device="cpu"), corpus, tmp_path / "index", id_column="id",
+                metadata_columns=["source"], progress=False)
+    query = "a \x1b[2J query"
+    code, out, err = run(capsys, "search", tmp_path / "index", query, "--top-k", len(HOSTILE))
+    assert code == 0, err
+    assert not RAW.search(out), repr(out)
+    assert "\\x1b[31mred" in out and "\\x1b]52;c;" in out and "\\u202e" in out and "\\x9b" in out
+    assert "a \\x1b[2J query" in out and "line\\nbreak" in out  # a text keeps to its row of the table
+    assert len(out.splitlines()) == 1 + len(HOSTILE)
+    code, out, err = run(capsys, "search", tmp_path / "index", query, "--top-k", len(HOSTILE), "--json")
+    assert code == 0, err
+    assert not RAW.search(out), repr(out)  # JSON escapes them too (\u001b, \u009b, \u202e) ...
+    (answer,) = json.loads(out)
+    assert answer["query"] == query  # ... and every value is exactly what the index holds
+    by_id = {r["id"]: r for r in rows}
+    assert len(answer["hits"]) == len(HOSTILE)
+    for hit in answer["hits"]:
+        assert hit["text"] == by_id[hit["id"]]["text"] and hit["metadata"] == {"source": by_id[hit["id"]]["source"]}
+
+
+def test_every_printer_and_error_line_escapes_control_characters(capsys, tiny_mlm_dir, tiny_cls_dir):
+    for argv in (["embed", *HOSTILE], ["tokenize", *HOSTILE], ["fill-mask", *(t + " [MASK]" for t in HOSTILE)],
+                 ["similarity", *(f"the bank {t}" for t in HOSTILE[:3]), "--word", "bank", "--matrix"],
+                 ["rerank", *HOSTILE, "--query", "x"], ["predict", *HOSTILE]):
+        model = tiny_cls_dir if argv[0] in ("rerank", "predict") else tiny_mlm_dir
+        code, out, err = run(capsys, *argv, "--model", model)
+        assert code == 0, err
+        assert not RAW.search(out), (argv[0], out)
+        assert "\\x1b[31mred" in out or argv[0] in ("tokenize", "similarity"), (argv[0], out)
+    code, out, err = run(capsys, "similarity", "a \x1b]0;x\x07 bank", "the bank", "--word", "nothere", "--model",
+                         tiny_mlm_dir)
+    assert code == 2 and not RAW.search(err) and err.count("\n") == 1 and "\\x1b]0;x\\x07" in err

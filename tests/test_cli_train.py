@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bertkit.cli import main
-from test_trainer import sentiment_rows
+from helpers import sentiment_rows
 
 
 def run(capsys, *argv):

@@ -7,7 +7,7 @@ import torch
 
 import bertkit
 from bertkit.train import TrainConfig, Trainer
-from test_trainer import dataset, sentiment_rows
+from helpers import dataset, sentiment_rows
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

@@ -15,8 +15,7 @@ from safetensors.torch import load_file
 from bertkit.cli import main
 from bertkit.train.parallel import check_world_size, shard
 from bertkit.errors import BertkitError
-from helpers import write_tiny
-from test_trainer import sentiment_rows
+from helpers import sentiment_rows, write_tiny
 
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
 

@@ -11,7 +11,7 @@ import torch
 import bertkit
 from bertkit.batching import pack
 from bertkit.errors import BertkitError
-from bertkit.tasks.embeddings import pool, write_embeddings
+from bertkit.tasks.embed import pool, write_embeddings
 from helpers import MINILM_TERMS, TINY_TERMS, assert_fp32_close
 
 TEXTS = [

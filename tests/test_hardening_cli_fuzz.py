@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bertkit.cli import build_parser, main
+from bertkit.cli import main
 from bertkit.serve import runner
-from test_hardening_paths import BASE, POSITIONAL_TEXTS
+from helpers import COMMAND_BASE, POSITIONAL_TEXTS, cli_commands
 
 EXAMPLES = int(os.environ.get("BERTKIT_CLI_FUZZ_EXAMPLES", "80"))
 # Left out: flags that start other programs or take minutes by design (the benchmarks, torchrun processes, compiling).
@@ -33,11 +33,7 @@ SKIP_FLAGS = {"--nproc", "--compile", "--help", "--version"}
 LAST = {"train": ["--max-steps", "1", "--limit", "16", "--no-progress", "--overwrite"]}
 
 
-def _commands() -> dict[str, argparse.ArgumentParser]:
-    return next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-
-
-COMMANDS = {name: p for name, p in _commands().items() if name not in SKIP_COMMANDS}
+COMMANDS = {name: p for name, p in cli_commands().items() if name not in SKIP_COMMANDS}
 
 
 def refuse_constant(name: str):
@@ -86,7 +82,7 @@ def command_lines(draw, files: dict) -> list[str]:
     parser = COMMANDS[name]
     actions = [a for a in parser._actions
                if a.option_strings and not isinstance(a, argparse._HelpAction) and a.option_strings[0] not in SKIP_FLAGS]
-    base = [part.format(**files) for part in BASE.get(name, [])]
+    base = [part.format(**files) for part in COMMAND_BASE.get(name, [])]
     argv = [name, *base]
     for action in draw(st.lists(st.sampled_from(actions), max_size=3, unique_by=lambda a: a.dest)) if actions else []:
         flag = action.option_strings[0]
@@ -167,10 +163,13 @@ def test_a_real_process_answers_in_one_line(files, argv):
         assert proc.returncode == 2 and "usage: bertkit" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("value", ["-1", "-4096"])
+@pytest.mark.parametrize("value", ["-1", "-4096", "0"])
 def test_a_token_budget_below_one_is_one_line(files, value):
     argv = ["embed", "a bank", "--model", files["mlm"], "--batch-tokens", value]
-    check(argv, *run_in_process(argv))
+    code, out, err = run_in_process(argv)
+    check(argv, code, out, err)
+    assert code == 2 and out == ""
+    assert err == f"error: --batch-tokens must be a positive whole number of tokens, not {value}\n"
 
 
 def test_a_flag_that_takes_one_value_or_one_per_text_works_when_given(files):
@@ -182,7 +181,11 @@ def test_a_flag_that_takes_one_value_or_one_per_text_works_when_given(files):
 
 @pytest.mark.parametrize("device", ["meta", "xla"])
 def test_a_device_torch_knows_but_bertkit_cannot_use_is_one_line(files, device):
-    check(["embed", "a bank"], *run_in_process(["embed", "a bank", "--model", files["mlm"], "--device", device]))
+    argv = ["embed", "a bank", "--model", files["mlm"], "--device", device]
+    code, out, err = run_in_process(argv)
+    check(argv, code, out, err)
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: unknown device '{device}'; use cpu, cuda") and err.count("\n") == 1
 
 
 def test_json_output_never_holds_nan(capsys):

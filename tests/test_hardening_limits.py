@@ -216,7 +216,7 @@ def test_a_body_that_stalls_gets_408_and_the_connection_closed(minilm):
 
 def test_a_request_past_the_connection_cap_gets_503_while_probes_still_answer(minilm):
     async def go(c):
-        c.app.state.service.connections = lambda: 3  # as the runner reports them
+        c.app.state.service.serving = 2  # two requests being served (held, as if waiting for their bodies)
         return [await c.post("/v1/embed", json={"texts": ["a"]}), await c.get("/healthz"), await c.get("/readyz"),
                 await c.get("/metrics")]
 

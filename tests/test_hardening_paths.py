@@ -12,38 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from bertkit.cli import build_parser, main
+from bertkit.cli import main
+from helpers import COMMAND_BASE, POSITIONAL_TEXTS, cli_commands
 
 # Flags that take a path by name, and any whose help says it reads or writes one.
 PATH_DESTS = {"input", "data", "eval_data", "test_data", "output", "output_dir", "plot", "resume", "model"}
 SAYS_PATH = re.compile(r"\b(file|folder|path)\b", re.IGNORECASE)
-# What every command needs besides the flag under test: small models and data, so each case takes a moment.
-BASE = {
-    "tokenize": ["a bank", "--model", "{mlm}"],
-    "fill-mask": ["a [MASK] bank", "--model", "{mlm}"],
-    "embed": ["a bank", "--model", "{mlm}"],
-    "similarity": ["a bank", "the bank", "--word", "bank", "--matrix", "--model", "{mlm}"],
-    "predict": ["a bank", "--model", "{cls}"],
-    "rerank": ["a bank", "--query", "bank?", "--model", "{cls}"],
-    "info": ["{mlm}"],
-    "train": ["--model", "{mlm}", "--data", "{csv}", "--output", "{run}", "--max-steps", "1", "--no-progress"],
-    "evaluate": ["--model", "{cls}", "--data", "{csv}"],
-    "serve": ["--port", "0", "--model", "{mlm}"],
-}
-POSITIONAL_TEXTS = {"a bank", "the bank", "a [MASK] bank"}
-
-
-def _commands() -> dict[str, argparse.ArgumentParser]:
-    return next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-
-
 def _path_flags(parser: argparse.ArgumentParser) -> list[str]:
     return [a.option_strings[0] for a in parser._actions
             if a.option_strings and a.nargs is None and a.const is None and not isinstance(a, argparse._HelpAction)
             and (a.dest in PATH_DESTS or SAYS_PATH.search(a.help or ""))]
 
 
-CASES = [(name, flag) for name, parser in _commands().items() if name != "bench" for flag in _path_flags(parser)]
+CASES = [(name, flag) for name, parser in cli_commands().items() if name != "bench" for flag in _path_flags(parser)]
 KINDS = ["missing", "folder", "binary", "utf16", "empty", "under-a-file", "under-a-file.png", "read-only.csv",
          "read-only.png", "read-only.npy", "read-only-folder"]
 
@@ -88,7 +69,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("command, flag", CASES, ids=[f"{c} {f}" for c, f in CASES])
 def test_every_command_answers_a_bad_path_in_one_line(capsys, place, command, flag, kind):
-    base = [part.format(**place) for part in BASE.get(command, [])]
+    base = [part.format(**place) for part in COMMAND_BASE.get(command, [])]
     if flag in base:  # the flag under test replaces the base's value for it
         i = base.index(flag)
         del base[i:i + 2]
@@ -107,7 +88,7 @@ def test_every_command_answers_a_bad_path_in_one_line(capsys, place, command, fl
 
 def test_the_enumeration_sees_the_path_flags_of_every_command():
     flags = dict.fromkeys(name for name, _ in CASES)
-    found = {name: set(_path_flags(parser)) for name, parser in _commands().items()}
+    found = {name: set(_path_flags(parser)) for name, parser in cli_commands().items()}
     assert {"--input", "--output"} <= found["embed"] and "--plot" in found["similarity"]
     assert {"--data", "--output"} <= found["train"] and "--output-dir" in found["evaluate"]
     assert set(flags) >= {"tokenize", "fill-mask", "embed", "similarity", "predict", "train", "evaluate", "serve"}

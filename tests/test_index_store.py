@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -10,6 +12,7 @@ import pytest
 from bertkit.errors import BertkitError
 from bertkit.index import IndexManifest, VectorIndex, content_hash, store
 from bertkit.index import vector_index as vector_index_module
+from bertkit.output_folders import temp_prefix
 
 DIM = 32
 SETTINGS = {"model": "minilm", "pooling": "mean", "normalize": True}
@@ -127,14 +130,25 @@ def test_a_killed_write_leaves_the_previous_index_with_every_row_once(tmp_path, 
         assert _graph_rows(opened) == list(range(300))
         hits = opened.search(vectors[:300], top_k=1, exact=True)
         assert [h[0].id for h in hits] == ids(300) and {h[0].text[:3] for h in hits} == {"old"}
-    # the next write succeeds and clears what the dead one left (a SIGKILL also leaves a temporary file)
-    (tmp_path / "index" / ".part-000002.parquet.x1y2.tmp").write_bytes(b"half a part")
+    # the next write succeeds and clears what the dead one left (a SIGKILL also leaves a temporary file of
+    # ours); a file that only looks like one (no bertkit prefix, or a live process's) is not ours to remove
+    (tmp_path / "index" / f"{temp_prefix(dead_pid())}part-000002.parquet.x1y2.tmp").write_bytes(b"half")
+    for name in (".part-000002.parquet.x1y2.tmp", f"{temp_prefix()}x.tmp"):
+        (tmp_path / "index" / name).write_bytes(b"someone else's")
     index.add(ids(350, start=250), batch, texts=[f"new {i}" for i in range(250, 600)])
     reopened = VectorIndex.open(tmp_path / "index")
     assert len(reopened) == 600 and _graph_rows(reopened) == list(range(250)) + list(range(300, 650))
     assert [h[0].id for h in reopened.search(np.concatenate([vectors[:250], batch]), top_k=1, exact=True)] == ids(600)
     named = {f for f, _ in reopened.manifest.parts} | {reopened.manifest.ann.file, "manifest.json"}
-    assert {p.name for p in (tmp_path / "index").iterdir()} == named
+    assert {p.name for p in (tmp_path / "index").iterdir()} == named | {".part-000002.parquet.x1y2.tmp",
+                                                                         f"{temp_prefix()}x.tmp"}
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def _graph_rows(index: VectorIndex) -> list[int]:

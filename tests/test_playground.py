@@ -4,11 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import re
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import httpx
@@ -20,7 +16,7 @@ pytest.importorskip("fastapi")
 import bertkit  # noqa: E402
 from bertkit.cli import main as cli  # noqa: E402
 from bertkit.errors import BertkitError  # noqa: E402
-from helpers import serving  # noqa: E402
+from helpers import ServeProcess, serving, without_precision  # noqa: E402
 
 try:
     from selenium import webdriver
@@ -36,6 +32,7 @@ KEY = "playground-key"
 BANK = ["I sat on the river bank and watched the water.", "She deposited the cheque at the bank.",
         "The bank raised its interest rates again."]
 WAIT = 60  # seconds an explicit wait may take on a busy 2-core machine before it fails
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # four servers share two cores; tiny requests need no threads
 
 
 # -- in-process: what is served, and to whom -----------------------------------------------------------
@@ -104,55 +101,17 @@ def browser(servers):
     driver.quit()
 
 
-class Server:
-    """`bertkit serve` in a subprocess on a free loopback port, read from its start-up line."""
-
-    def __init__(self, model_dir: Path, *flags: str) -> None:
-        env = dict(os.environ, OMP_NUM_THREADS="1")  # four servers share two cores; tiny requests need no threads
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bertkit", "serve", "--model", str(model_dir), "--port", "0", "--device", "cpu",
-             "--no-access-log", "--log-level", "info", *flags],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-        self.log: list[str] = []
-        self.url: str | None = None
-        self._listening = threading.Event()
-        threading.Thread(target=self._drain, daemon=True).start()  # a full stderr pipe would block the server
-
-    def _drain(self) -> None:
-        for line in self.proc.stderr:
-            self.log.append(line)
-            found = re.search(r"http://127\.0\.0\.1:\d+", line)  # bertkit's start-up line names the chosen port
-            if found and self.url is None:
-                self.url = found.group(0)
-            if "Application startup complete" in line:  # uvicorn: warmed up; it listens right after this
-                self._listening.set()
-        self._listening.set()  # the process ended: wake whoever waits
-
-    def ready(self) -> str:
-        listening = self._listening.wait(120)
-        assert listening and self.url and self.proc.poll() is None, "bertkit serve did not start:\n" + "".join(self.log)
-        # The listen() that follows the start-up line may be a moment behind: the transport retries a refused connect.
-        with httpx.Client(transport=httpx.HTTPTransport(retries=3), timeout=30) as client:
-            assert client.get(f"{self.url}/healthz").status_code == 200
-        return self.url
-
-    def stop(self) -> None:
-        # Killed, not drained: a graceful stop (test_serve's subject) of four servers at once costs ~7 s here.
-        self.proc.kill()
-        self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def servers(minilm_dir, tiny_mlm_dir, tiny_cls_dir):
     """One server per model, started together so their start-ups overlap."""
     need_a_browser()  # before paying for four start-ups
-    started = {"minilm": Server(minilm_dir), "mlm": Server(tiny_mlm_dir), "cls": Server(tiny_cls_dir),
-               "keyed": Server(tiny_cls_dir, "--api-key", KEY)}
+    started = {name: ServeProcess(model, *flags, env=ONE_THREAD).start() for name, model, *flags in (
+        ("minilm", minilm_dir), ("mlm", tiny_mlm_dir), ("cls", tiny_cls_dir), ("keyed", tiny_cls_dir, "--api-key", KEY))}
     try:
         yield {name: s.ready() for name, s in started.items()}
     finally:
         for s in started.values():
-            s.stop()
+            s.stop(graceful=False)  # a graceful stop (test_serve_process's subject) of four servers costs ~7 s here
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +210,7 @@ def cli_json(capsys, *argv):
     code = cli(list(argv) + ["--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    return json.loads(out)
+    return without_precision(json.loads(out))
 
 
 # -- the panels --------------------------------------------------------------------------------------------------
@@ -447,4 +406,110 @@ def test_with_an_api_key_the_page_asks_for_it_once(browser, servers):
     assert [p.get_attribute("data-token") for p in pieces] == ["[CLS]", "hello", ",", "bert", "!", "[SEP]"]
     assert not form.is_displayed()
     assert console_errors(browser, refused("/v1/model", 401), refused("/openapi.json", 401),
-                          refused("/v1/fill-mask", 400)) == []
+                          refused("/v1/fill-mask", 400), refused("/v1/search", 400)) == []
+
+
+# -- attention, and the panels built from the schema ---------------------------------------------------------------
+CAT = "The cat sat on the mat because it was tired."
+
+
+def test_attention_shows_the_models_weights_and_the_grid_picks_a_head(browser, servers, shots, minilm):
+    open_page(browser, servers["minilm"])
+    section = panel(browser, "attention")
+    fill(browser, "attention-text", CAT)
+    Select(browser.find_element(By.ID, "attention-layer")).select_by_value("2")
+    Select(browser.find_element(By.ID, "attention-head")).select_by_value("3")
+    assert send(browser, "attention", ctrl_enter(browser, "attention-text")) == "done"
+    (want,) = minilm.attention([CAT])
+    n = len(want.tokens)
+    assert_printed_equal(cells(section, "attention"), want.head(2, 3))
+    # The head view: a line from every token to every token, as opaque as the attention it stands for.
+    lines = section.find_elements(By.CSS_SELECTOR, "svg.head-view line")
+    opacity = np.array([float(line.get_attribute("stroke-opacity")) for line in lines]).reshape(n, n)
+    assert np.abs(opacity - want.head(2, 3)).max() <= 0.0005 + 1e-9
+    assert [t.text for t in section.find_elements(By.CSS_SELECTOR, "svg.head-view text.from")] == want.tokens
+    # The grid: every layer and head; the one shown is pressed, and clicking another shows it.
+    grid = section.find_elements(By.CSS_SELECTOR, ".attention-grid button.cell")
+    assert [(int(c.get_attribute("data-layer")), int(c.get_attribute("data-head"))) for c in grid] == \
+        [(layer, head) for layer in range(6) for head in range(12)]
+    pressed = section.find_element(By.CSS_SELECTOR, ".attention-grid [aria-pressed=true]")
+    assert (pressed.get_attribute("data-layer"), pressed.get_attribute("data-head")) == ("2", "3")
+    section.find_element(By.CSS_SELECTOR, '.attention-grid [data-layer="0"][data-head="2"]').click()
+    assert_printed_equal(cells(section, "attention"), want.head(0, 2))
+    assert Select(browser.find_element(By.ID, "attention-layer")).first_selected_option.text == "0"
+    focus = section.find_element(By.CLASS_NAME, "focus").text
+    assert focus.startswith("Layer 0, head 2") and f"previous {100 * want.focus['previous'][0, 2]:.0f}%" in focus
+    shot(browser, section, shots / "attention.png")
+    # A pair: its second text's tokens are marked; the head chosen stays chosen.
+    fill(browser, "attention-pair", "It slept all day.")
+    assert send(browser, "attention", click(browser, "attention")) == "done"
+    (pair,) = minilm.attention([CAT], ["It slept all day."])
+    assert_printed_equal(cells(section, "attention"), pair.head(0, 2))
+    marked = section.find_elements(By.CSS_SELECTOR, "svg.head-view text.from.second")
+    assert len(marked) == sum(pair.type_ids)
+    fill(browser, "attention-pair", "")
+    browser.set_window_size(400, 900)
+    try:
+        wait(browser, lambda d: d.execute_script("return window.innerWidth") <= 400, "the narrow window")
+        overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the page scrolls sideways by {overflow} px at 400 px"
+        shot(browser, section, shots / "attention-narrow.png")
+    finally:
+        browser.set_window_size(1280, 1000)
+    assert console_errors(browser) == []
+
+
+def test_attention_over_the_answer_budget_says_so_in_one_line(browser, servers, minilm):
+    open_page(browser, servers["minilm"])
+    fill(browser, "attention-text", "word " * 120)  # 122 tokens x 72 heads: over the default 8 MiB answer
+    assert send(browser, "attention", click(browser, "attention")) == "error"
+    section = panel(browser, "attention")
+    error = section.find_element(By.CSS_SELECTOR, ".error")
+    assert error.get_attribute("data-type") == "limit_exceeded"
+    assert "--max-answer-bytes" in error.text and "fewer layers or heads" in error.text and "\n" not in error.text
+    assert section.find_elements(By.CSS_SELECTOR, ".output *") == []
+    assert console_errors(browser, refused("/v1/attention", 422)) == []
+
+
+def test_a_task_without_a_panel_of_its_own_gets_one_from_its_schema(browser, servers, tiny_cls):
+    open_page(browser, servers["cls"])
+    openapi = httpx.get(servers["cls"] + "/openapi.json").json()
+    endpoints = httpx.get(servers["cls"] + "/v1/model").json()["endpoints"]
+    shown = [s.get_attribute("id") for s in browser.find_elements(By.CSS_SELECTOR, "main.panels > section.panel")]
+    assert {f"/v1/{name}" for name in shown} >= set(endpoints)  # every endpoint the server has, a panel
+    section = panel(browser, "rerank")
+    assert section.find_element(By.TAG_NAME, "h2").text == "Rerank"
+    assert openapi["paths"]["/v1/rerank"]["post"]["summary"] in section.find_element(By.CLASS_NAME, "lead").text
+    assert section.get_attribute("data-status") == "ready"
+    texts = ["Paris is the capital of France.", "Berlin is in Germany.", "Bread is baked."]
+    fill(browser, "rerank-query", "What is the capital of France?")
+    fill(browser, "rerank-texts", "\n".join(texts))
+    assert send(browser, "rerank", click(browser, "rerank")) == "done"
+    shown = json.loads(section.find_element(By.CSS_SELECTOR, "pre.json").text)
+    want = tiny_cls.rerank("What is the capital of France?", texts)
+    assert [r["index"] for r in shown] == [r["index"] for r in want]
+    assert all(math.isclose(a["score"], b["score"], rel_tol=1e-5) for a, b in zip(shown, want))
+    search = panel(browser, "search")  # no --index: off, with the server's reason
+    assert search.get_attribute("data-status") == "off" and "--index" in search.find_element(By.CLASS_NAME, "off-reason").text
+    assert console_errors(browser) == []
+
+
+def test_a_long_text_classified_in_windows_says_how_many(browser, servers, tiny_cls):
+    open_page(browser, servers["cls"])
+    section = panel(browser, "predict")
+    text = "A long and winding review of a film that goes on. " * 120  # ~1,300 tokens: three 512-token windows
+    fill(browser, "predict-texts", text)
+    assert send(browser, "predict", click(browser, "predict")) == "done"
+    assert section.find_elements(By.CSS_SELECTOR, ".prediction .windows") == []  # truncated: one window, no note
+    more = section.find_element(By.CSS_SELECTOR, "details.options")
+    more.find_element(By.TAG_NAME, "summary").click()  # the long-document options are under "More options"
+    long = Select(browser.find_element(By.ID, "predict-long"))
+    try:
+        assert send(browser, "predict", lambda: long.select_by_value("chunk")) == "done"  # a new choice sends again
+        (want,) = tiny_cls.predict([text], long="chunk")
+        note = section.find_element(By.CSS_SELECTOR, ".prediction .windows").text
+        assert want["windows"] > 1 and note == f"A long text: read in {want['windows']} windows, their scores combined"
+    finally:
+        send(browser, "predict", lambda: long.select_by_value(""))
+        more.find_element(By.TAG_NAME, "summary").click()
+    assert console_errors(browser) == []

@@ -380,3 +380,22 @@ def test_a_renamed_flag_or_command_fails_to_parse(command):
     shown = Shown(1, command, 0)
     with pytest.raises(pytest.fail.Exception, match="does not parse"):  # an abbreviation of --epochs counts as renamed
         parse(split(command)[1][1:], shown)
+
+
+def test_releases_the_docs_name_agree_with_the_version():
+    """'X before 0.2' says 0.2 is out; 'removed in 0.3' promises a release: both must agree with __version__ (0.1.0:
+    nothing came before 0.2, and a name deprecated now goes in the next release)."""
+    import bertkit
+
+    current = tuple(int(p) for p in bertkit.__version__.split(".")[:2])
+    upcoming = (current[0], current[1] + 1)
+    texts = {README: README.read_text(encoding="utf-8")}
+    texts |= {p: p.read_text(encoding="utf-8") for p in (ROOT / "src" / "bertkit").rglob("*.py")}
+    wrong = []
+    for path, text in texts.items():
+        for m in re.finditer(r"\b(before|since|removed in|goes in|dropped in)\s+(?:version\s+)?(\d+)\.(\d+)\b", text):
+            named = (int(m.group(2)), int(m.group(3)))
+            past = m.group(1) in ("before", "since")
+            if (past and named > current) or (not past and named != upcoming):
+                wrong.append(f"{path.relative_to(ROOT)}: {m.group(0)!r} (version {bertkit.__version__})")
+    assert wrong == []

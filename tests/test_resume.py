@@ -17,7 +17,7 @@ from bertkit.options import specs
 from bertkit.train import TrainConfig, latest_checkpoint, load_training_state
 from bertkit.train.config import resume_conflicts
 from bertkit.train.launch import RUN_OPTIONS
-from test_trainer import sentiment_rows
+from helpers import sentiment_rows
 
 
 @pytest.fixture(scope="module")

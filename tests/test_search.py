@@ -11,7 +11,7 @@ import bertkit
 from bertkit.cli import main
 from bertkit.errors import BertkitError
 from bertkit.index import EXACT_BELOW, VectorIndex
-from bertkit.index.build import build_index
+from bertkit.index_build import build_index
 from bertkit.index.evaluate import ndcg, reciprocal_rank, recall
 from helpers import write_tiny
 

@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 from bertkit.cli import main as cli  # noqa: E402
 from bertkit.errors import BertkitError  # noqa: E402
 from bertkit.serve.settings import api_key_given  # noqa: E402
-from helpers import serve_and  # noqa: E402
+from helpers import serve_and, without_precision  # noqa: E402
 
 KEY = "s3cret-key"
 BANK = ["I sat on the river bank and watched the water.", "She deposited the cheque at the bank."]
@@ -41,7 +41,7 @@ def cli_json(capsys, *argv):
     code = cli(list(argv) + ["--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    return json.loads(out)
+    return without_precision(json.loads(out))
 
 
 # -- the same answers as the command line ---------------------------------------------------------
@@ -210,7 +210,24 @@ BAD = [
     ("/v1/similarity", {"sentences": BANK, "word": ["bank", "bank", "bank"]}, 422, "invalid_request", ["word has 3 values for 2 sentences"]),
     ("/v1/similarity", {"sentences": BANK, "word": "bank", "layer": 99}, 422, "invalid_input", ["layer 99"]),
     ("/v1/nowhere", {"texts": ["a"]}, 404, "not_found", ["/v1/nowhere"]),
+    # JSON nested past the parser's depth is invalid JSON like any other, not a bare 400
+    ("/v1/embed", b'{"texts": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "invalid_json", ["nested too deeply"]),
+    ("/v1/embeddings", b"[" * 5000 + b"]" * 5000, 400, "invalid_json", ["nested too deeply"]),
+    # a union (a string or a list) is reported for what the value was meant as, never by pydantic's member names
+    ("/v1/embeddings", {"input": "", "model": "m"}, 422, "invalid_request",
+     ["input is an empty string; give at least one character"]),
+    ("/v1/embeddings", {"input": 3, "model": "m"}, 422, "invalid_request", ["input must be a string or a list, not the number 3"]),
+    ("/v1/embeddings", {"input": ["a", 3], "model": "m"}, 422, "invalid_request", ["input[1] must be a string"]),
+    ("/v1/embeddings", {"input": ["a", ""], "model": "m"}, 422, "invalid_request", ["input[1] is an empty string"]),
+    ("/v1/embeddings", {"input": "a", "model": "m", "dimensions": "384"}, 422, "invalid_request",
+     ["dimensions must be a whole number, not a string"]),
+    ("/v1/similarity", {"sentences": BANK, "word": ""}, 422, "invalid_request", ["word is an empty string"]),
+    ("/v1/similarity", {"sentences": BANK, "word": 3}, 422, "invalid_request", ["word must be a string or a list"]),
+    ("/v1/similarity", {"sentences": BANK, "word": "bank", "layer": "top"}, 422, "invalid_request",
+     ["layer must be 'sum4' or 'concat4', not 'top'"]),
 ]
+# What pydantic calls the members of a union; a user never needs to read them.
+INTERNAL_NAMES = re.compile(r"constrained|list\[|literal\[|function-|json-or-python")
 
 
 @pytest.mark.parametrize("path, body, status, kind, words", BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
@@ -226,6 +243,7 @@ def test_bad_input_gets_a_4xx_error_that_names_the_problem(minilm, path, body, s
     assert error["type"] == kind and set(error) <= {"type", "message", "details"}
     for w in words:
         assert w in error["message"], error["message"]
+    assert not INTERNAL_NAMES.search(r.text), r.text
 
 
 def test_wrong_method_and_content_type_are_4xx_json(minilm):
@@ -294,7 +312,7 @@ def test_over_long_texts_are_cut_and_flagged_or_rejected_when_asked(minilm, tiny
 
 
 # -- API key -----------------------------------------------------------------------------------
-def test_api_key_guards_every_endpoint_but_healthz(minilm, monkeypatch):
+def test_api_key_guards_every_endpoint_but_the_probes(minilm, monkeypatch):
     async def go(c):
         body = {"texts": ["hi"]}
         return {
@@ -303,6 +321,7 @@ def test_api_key_guards_every_endpoint_but_healthz(minilm, monkeypatch):
             "bearer": await c.post("/v1/embed", json=body, headers={"Authorization": f"Bearer {KEY}"}),
             "header": await c.post("/v1/tokenize", json=body, headers={"X-API-Key": KEY}),
             "healthz": await c.get("/healthz"),
+            "readyz": await c.get("/readyz"),  # readiness probes send no key; the answer is only "ready" or why not
             "metrics": await c.get("/metrics"),
             "model": await c.get("/v1/model"),
             "openapi": await c.get("/openapi.json", headers={"X-API-Key": KEY}),
@@ -312,8 +331,9 @@ def test_api_key_guards_every_endpoint_but_healthz(minilm, monkeypatch):
     for name in ("none", "wrong", "metrics", "model"):
         assert r[name].status_code == 401 and r[name].json()["error"]["type"] == "unauthorized", name
         assert r[name].headers["WWW-Authenticate"].startswith("Bearer")
-    for name in ("bearer", "header", "healthz", "openapi"):
+    for name in ("bearer", "header", "healthz", "readyz", "openapi"):
         assert r[name].status_code == 200, name
+    assert r["readyz"].json() == {"status": "ready"}
     assert set(r["openapi"].json()["components"]["securitySchemes"]) == {"bearer", "apiKey"}
 
     open_ = serve_and(minilm, lambda c: c.post("/v1/embed", json={"texts": ["hi"]}))

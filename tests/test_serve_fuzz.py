@@ -9,8 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -28,8 +26,9 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 )
 
 import bertkit  # noqa: E402
-from bertkit.serve import Settings, create_app  # noqa: E402
-from bertkit.serve.runner import bind, serving  # noqa: E402
+from bertkit.serve.openai import PATH as EMBEDDINGS  # noqa: E402
+from bertkit.tasks import tasks  # noqa: E402
+from helpers import ServeProcess, serve_flags  # noqa: E402
 
 EXAMPLES = int(os.environ.get("BERTKIT_FUZZ_EXAMPLES", "30"))
 KEY = "fuzz-key"
@@ -42,38 +41,28 @@ CHECKS = [response_schema_conformance, status_code_conformance, content_type_con
 MAX_SECONDS = 10.0
 
 
-class LiveServer:
-    """uvicorn on a free loopback port, in a thread (one event loop for the whole test, as in production)."""
+@pytest.fixture(scope="module")
+def mlm_index(tiny_mlm_dir, tmp_path_factory) -> Path:
+    """A few rows indexed with the tiny MLM checkpoint, so its server answers /v1/search too."""
+    import pandas as pd
 
-    def __init__(self, model, **limits):
-        self.sock = bind("127.0.0.1", 0)
-        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
-        settings = Settings(**limits)
-        self.server = serving(create_app(model, settings), settings, log_level="warning")  # bertkit serve's protocol
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+    from bertkit.index_build import build_index
 
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "the server did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+    folder = tmp_path_factory.mktemp("fuzz_index")
+    pd.DataFrame({"text": ["a river bank", "a bank loan", "the sea"]}).to_csv(folder / "c.csv", index=False)
+    build_index(bertkit.load(tiny_mlm_dir, device="cpu"), folder / "c.csv", folder / "index", progress=False)
+    return folder / "index"
 
 
 @pytest.fixture(scope="module")
-def mlm_schema(tiny_mlm_dir):
-    with LiveServer(bertkit.load(tiny_mlm_dir, device="cpu"), **LIMITS) as live:
+def mlm_schema(tiny_mlm_dir, mlm_index):
+    with ServeProcess(tiny_mlm_dir, "--index", str(mlm_index), *serve_flags(**LIMITS), log_level="warning") as live:
         yield _schema(live.url, {})
 
 
 @pytest.fixture(scope="module")
 def cls_schema(tiny_cls_dir):
-    with LiveServer(bertkit.load(tiny_cls_dir, device="cpu"), api_key=KEY, **LIMITS) as live:
+    with ServeProcess(tiny_cls_dir, "--api-key", KEY, *serve_flags(**LIMITS), log_level="warning") as live:
         yield _schema(live.url, {"X-API-Key": KEY})
 
 
@@ -86,7 +75,7 @@ def _schema(url: str, headers: dict):
     return schema
 
 
-POSTS = ["/v1/predict", "/v1/embed", "/v1/fill-mask", "/v1/similarity", "/v1/tokenize"]
+POSTS = [f"/v1/{task.name}" for task in tasks()] + [EMBEDDINGS]  # every task's endpoint, and OpenAI's
 GETS = ["/v1/model", "/healthz", "/readyz", "/metrics"]
 # Bodies are where the danger is: valid and invalid ones for every task; the GETs take no input.
 OPERATIONS = [("POST", p, mode) for p in POSTS for mode in ("positive", "negative")] + [("GET", p, "positive") for p in GETS]

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 import bertkit
-from bertkit.index.build import build_index
-from test_playground import Server
+from bertkit.index_build import build_index
+from helpers import ServeProcess
 
 KEY = "openai-test-key"
 TEXTS = ["The river meets the sea at the delta.", "Bread is baked in an oven.", "A cat sleeps on the mat.",
@@ -25,11 +25,8 @@ def index_dir(tmp_path_factory, minilm):
 
 @pytest.fixture(scope="module")
 def server(minilm_dir, index_dir):
-    live = Server(minilm_dir, "--index", str(index_dir), "--api-key", KEY)
-    try:
-        yield live.ready()
-    finally:
-        live.stop()
+    with ServeProcess(minilm_dir, "--index", str(index_dir), "--api-key", KEY) as live:
+        yield live.url
 
 
 def test_the_openai_client_gets_the_vectors_model_embed_gives(server, minilm):

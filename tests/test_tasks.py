@@ -1,10 +1,12 @@
 """Tasks are declared once: every front end (API, CLI, server, tables, corpus) derives from the declaration."""
 from __future__ import annotations
 
+import ast
 import asyncio
 import inspect
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -186,3 +188,52 @@ def test_table_runs_keep_every_row_in_order_and_flag_bad_ones(minilm):
                                        "empty text", "text is an int, not a string", None]
     assert table["embedding"][1] is None and torch.allclose(torch.tensor(table["embedding"][5]),
                                                             torch.tensor(minilm.embed(["also fine"])[0]), atol=1e-6)
+
+
+# -- the contract: declared on Task, read by name, listed in the README ------------------------------------------
+SRC = Path(bertkit.__file__).parent
+# Facts Task derives from the declaration for the front ends: not hooks a task declares.
+DERIVED = ("option_names", "shared_options", "available", "require_head", "undeclared")
+
+
+def test_no_front_end_asks_a_task_whether_it_has_something():
+    """Everything a front end reads is declared on Task with a default; getattr/hasattr on a task anywhere but
+    tasks/base.py means a hook went undeclared."""
+    probes = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path == SRC / "tasks" / "base.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+                    and node.args and "task" in ast.unparse(node.args[0]).lower()):
+                probes.append(f"{path.relative_to(SRC)}:{node.lineno}: {ast.unparse(node)}")
+    assert probes == []
+
+
+def test_the_scan_finds_a_probe():
+    found = [ast.unparse(n) for n in ast.walk(ast.parse("x = getattr(task, 'plot', None)\ny = hasattr(self.task, 'm')"))
+             if isinstance(n, ast.Call) and "task" in ast.unparse(n.args[0]).lower()]
+    assert found == ["getattr(task, 'plot', None)", "hasattr(self.task, 'm')"]
+
+
+def test_every_hook_has_a_default_and_the_readme_lists_the_contract():
+    contract = [n for n in [*Task.__annotations__, *vars(Task)] if not n.startswith("_") and n not in DERIVED]
+    contract = list(dict.fromkeys(contract))
+    required = [n for n in Task.__annotations__ if not hasattr(Task, n)]
+    assert set(required) == {"name", "method", "summary", "Options"}  # every other hook has its default
+    readme = (SRC.parents[1] / "README.md").read_text(encoding="utf-8")
+    architecture = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    assert [n for n in contract if f"`{n}`" not in architecture] == []
+
+
+def test_a_task_declares_its_abilities_and_the_front_ends_follow():
+    similarity, search, embed, predict = get("similarity"), get("search"), get("embed"), get("predict")
+    assert similarity.plots and not embed.plots and not Task().plots
+    assert search.names_its_model and not embed.names_its_model
+    assert embed.output_formats == (".npy", ".parquet", ".json") and predict.output_formats == Task.output_formats
+    assert set(similarity.methods) == {"word_embedding", "word_similarity", "similarity_matrix"} and embed.methods == {}
+    commands = _subcommands()
+    flags = {name: {o for a in p._actions for o in a.option_strings} for name, p in commands.items()}
+    assert [t.name for t in tasks() if "--plot" in flags[t.name]] == [t.name for t in tasks() if t.plots]
+    model = {t.name: next(a for a in commands[t.name]._actions if a.dest == "model") for t in tasks()}
+    assert not model["search"].required and model["search"].default is None and model["embed"].default == "minilm"

@@ -20,7 +20,7 @@ from bertkit.train import BatchStream, TrainConfig, Trainer, evaluate_model, fin
 from bertkit.train.jsonout import finite, jsonl, write_json
 from bertkit.train.launch import SessionOptions, given_options, worker_argv
 from bertkit.train.trainer import MAX_PLANNED_EXAMPLES, planned_steps
-from test_trainer import FAST, dataset, sentiment_rows
+from helpers import FAST, dataset, sentiment_rows
 
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
 

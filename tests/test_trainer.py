@@ -11,28 +11,7 @@ import bertkit
 from bertkit.data import TextDataset
 from bertkit.errors import BertkitError, OptionError
 from bertkit.train import TrainConfig, Trainer, evaluate_model, finetune
-
-POS = ["great", "wonderful", "excellent", "superb", "delightful", "brilliant"]
-NEG = ["terrible", "awful", "boring", "dreadful", "poor", "horrible"]
-FILLER = ["the", "movie", "film", "plot", "actor", "was", "really", "quite", "story", "scene", "and", "a"]
-FAST = dict(lr=5e-3, batch_size=16, max_length=32, warmup_ratio=0.1, seed=0)
-
-
-def sentiment_rows(n: int, seed: int = 0, names=("neg", "pos")) -> list[tuple[str, str]]:
-    """Texts whose label is given away by one keyword among filler words; every text is distinct."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = rng.random() < 0.5
-        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 9))]
-        words.insert(rng.randrange(len(words) + 1), rng.choice(POS if label else NEG))
-        rows.append((" ".join(words) + f" {seed}x{i}", names[int(label)]))
-    return rows
-
-
-def dataset(rows, names=("neg", "pos")) -> TextDataset:
-    return TextDataset([t for t, _ in rows], [names.index(y) for _, y in rows], list(names), source="synthetic")
-
+from helpers import FAST, dataset, sentiment_rows
 
 @pytest.fixture()
 def tiny(tiny_base_dir):

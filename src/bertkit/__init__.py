@@ -1,5 +1,5 @@
 """bertkit: BERT-family encoders made easy, unpadded and offline-first."""
-from bertkit.batching import Batch, pack, plan_batches
+from bertkit.batching import Batch, group_by_budget, pack
 from bertkit.checkpoint import bundled_models
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
@@ -11,7 +11,7 @@ from bertkit.version import __version__
 
 __all__ = [
     "Batch", "BertConfig", "BertNetwork", "BertkitError", "Encoding", "Index", "Model", "Tokenizer",
-    "bundled_models", "load", "pack", "plan_batches", "__version__",
+    "bundled_models", "group_by_budget", "load", "pack", "__version__",
 ]
 from bertkit.train import Trainer, TrainConfig, TrainResult, evaluate_model, finetune  # noqa: E402
 __all__ += ["Trainer", "TrainConfig", "TrainResult", "evaluate_model", "finetune"]

@@ -4,9 +4,9 @@ Nothing here restates modeling.py: the compiled graphs and the CUDA graphs run i
 methods. `compile_network` swaps in a compiled encoder forward on one network instance (undo with
 `uncompile_network`); `cast_linear_weights` stores the Linear weights in the autocast dtype once
 instead of every forward (same numbers) and marks the network inference-only; `CudaGraphRunner` replays
-captured CUDA graphs for inference; `quantize_int8` returns a *copy* whose Linear layers run int8
-dynamic quantization, which changes the numbers and is therefore flagged (`is_quantized`) and
-never applied implicitly.
+captured CUDA graphs for inference; `quantize_int8` returns a *copy* whose encoder Linear layers run in
+int8 (calibrated outlier channels kept fp32), which changes the numbers and is therefore flagged
+(`is_quantized`) and only applied when asked for (`bertkit.load(..., precision="int8")`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import math
 import warnings
 from dataclasses import dataclass, replace
 from types import MethodType
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ from bertkit.errors import BertkitError
 from bertkit.modeling import BertNetwork, Embeddings, Layer
 
 __all__ = [
-    "Bucketed", "CudaGraphRunner", "bucket_size", "bucket_tokens", "cast_linear_weights", "compile_network",
+    "Bucketed", "CudaGraphRunner", "Int8Linear", "bucket_size", "bucket_tokens", "cast_linear_weights", "compile_network",
     "is_compiled", "is_quantized", "linear_weights_dtype", "quantize_int8", "uncompile_network",
 ]
 
@@ -374,25 +374,98 @@ class CudaGraphRunner:
 
 
 # ---------------------------------------------------------------------------------------------
-# CPU int8 dynamic quantization (opt-in: it changes the numbers)
+# CPU int8: int8 weights and activations, the calibrated outlier channels kept in fp32 (opt-in)
 # ---------------------------------------------------------------------------------------------
-def quantize_int8(network: BertNetwork) -> BertNetwork:
-    """A CPU copy of `network` whose nn.Linear layers use int8 dynamic quantization; the original is untouched.
+# An input channel whose calibrated magnitude is over this many times the layer's median channel stays fp32. BERT's
+# residual stream and GELU outputs carry a few channels 5-15x larger than the rest; one per-batch int8 range over
+# them leaves the others a handful of levels (MiniLM: lowest sentence cosine to fp32 0.94 with them, 0.996 without).
+OUTLIER_RATIO = 4.0
+# Which of a layer's Linear modules run in int8 (names inside modeling.Layer). The FFN's up-projection stays fp32: with
+# it in int8, MiniLM's search top-10 overlap with fp32 fell to 0.938 (1,000 snippets, 200 queries), below the 0.95 gate;
+# without it 0.953, lowest sentence cosine 0.998 (benchmarks/NOTES.md, Deployment).
+INT8_LAYERS = ("attention.qkv", "attention.out", "ffn.down")
 
-    Weights are int8 with one scale per output channel, activations quantized per batch on the fly: faster matmuls on x86,
-    at a measured accuracy cost (benchmarks/NOTES.md: cosine vs fp32, classification agreement).
-    The copy is marked: `is_quantized(net)` is True. The MLM decoder, tied to the embeddings via
-    F.linear, stays fp32.
+
+class Int8Linear(nn.Module):
+    """`nn.Linear` run in int8: weights with one scale per output channel; activations quantized to 8 bits per token
+    (each row is divided by its largest |value| first, so one per-batch range fits every row), except the input
+    channels `outliers` names, which are multiplied in fp32 and added."""
+
+    def __init__(self, linear: nn.Linear, outliers: torch.Tensor | None = None):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        mask = torch.zeros(self.in_features, dtype=torch.bool) if outliers is None else outliers.cpu()
+        self.register_buffer("inliers", (~mask).nonzero().flatten())
+        self.register_buffer("outliers", mask.nonzero().flatten())
+        self.register_buffer("outlier_weight", weight[:, mask].t().contiguous())  # [outliers, out_features], fp32
+        bias = torch.zeros(self.out_features) if linear.bias is None else linear.bias.detach().float()
+        self.register_buffer("bias", bias)
+        kept = weight[:, ~mask]
+        scale = (kept.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch announces the quantized tensor types' move to torchao on every call
+            q = torch.quantize_per_channel(kept, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
+            self._packed = torch.ops.quantized.linear_prepack(q, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, self.in_features).float()
+        kept = x.index_select(1, self.inliers) if self.outliers.numel() else x
+        row_scale = kept.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
+        y = torch.ops.quantized.linear_dynamic(kept / row_scale, self._packed, reduce_range=False)
+        y = torch.addcmul(self.bias, y, row_scale)
+        if self.outliers.numel():
+            y = y.addmm_(x.index_select(1, self.outliers), self.outlier_weight)
+        return y.view(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, fp32 inputs={self.outliers.numel()}"
+
+
+def input_magnitudes(network: BertNetwork, calibration: Iterable[Batch]) -> dict[str, torch.Tensor]:
+    """Each encoder Linear's largest |input| per channel over the calibration batches, keyed by module name."""
+    found: dict[str, torch.Tensor] = {}
+
+    def record(name: str):
+        def hook(module, inputs, output):
+            seen = inputs[0].detach().float().abs().reshape(-1, inputs[0].shape[-1]).amax(dim=0)
+            found[name] = seen if name not in found else torch.maximum(found[name], seen)
+        return hook
+
+    hooks = [module.register_forward_hook(record(name)) for name, module in network.encoder.named_modules()
+             if isinstance(module, nn.Linear)]
+    try:
+        with torch.inference_mode():
+            for batch in calibration:
+                network.encoder(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
+def quantize_int8(network: BertNetwork, calibration: Iterable[Batch] = (), outlier_ratio: float = OUTLIER_RATIO,
+                  layers: Sequence[str] = INT8_LAYERS) -> BertNetwork:
+    """A CPU copy of `network` whose encoder Linear layers run in int8 (`Int8Linear`); the original is untouched.
+
+    `calibration` (batches of real text, run once in fp32) finds each layer's outlier input channels, which stay
+    fp32; without it every channel is int8 (a measured accuracy cost: benchmarks/NOTES.md). The heads stay fp32. The
+    copy is marked (`is_quantized`) and inference-only (`network.inference_only`): its fp32 weights are not kept.
     """
     if next(network.parameters()).device.type != "cpu":
-        raise BertkitError("int8 dynamic quantization runs on the CPU; move the network to cpu first")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao on every call
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-        # Per-output-channel weight scales: on MiniLM, token cosine vs fp32 0.96 instead of 0.92 per tensor.
-        quantized = quantize_dynamic(copy.deepcopy(network).eval(), {nn.Linear: per_channel_dynamic_qconfig})
-    setattr(quantized, _QUANTIZED, "int8-dynamic")
+        raise BertkitError("int8 inference runs on the CPU; move the network to cpu first")
+    magnitudes = input_magnitudes(network.eval(), calibration)
+    quantized = copy.deepcopy(network).eval()
+    for owner_name, owner in list(quantized.encoder.named_modules()):
+        for name, child in list(owner.named_children()):
+            if isinstance(child, nn.Linear) and f"{owner_name}.{name}".endswith(tuple(layers)):
+                seen = magnitudes.get(f"{owner_name}.{name}" if owner_name else name)
+                outliers = None if seen is None else seen > outlier_ratio * seen.median()
+                setattr(owner, name, Int8Linear(child, outliers))
+    setattr(quantized, _QUANTIZED, "int8")
+    quantized.inference_only = ("this network runs int8 (precision int8), so its fp32 weights are gone; load the "
+                                "checkpoint again with precision fp32 to train or save it")
     return quantized
 
 

@@ -38,11 +38,20 @@ class AttentionLayout:
     use_varlen: bool
     batch: Batch | None = None  # what the padded view is built from
     _padded: tuple | None = field(default=None, repr=False)
+    padded_input: bool = False  # export only: the tokens are the rows of a padded [B, L] grid (see `padded`)
 
     @classmethod
     def for_batch(cls, batch: Batch, force_padded: bool = False) -> "AttentionLayout":
         use_varlen = batch.input_ids.device.type == "cuda" and varlen_attn is not None and not force_padded
         return cls(batch.cu_seqlens, batch.max_seqlen, batch.num_sequences, use_varlen, batch)
+
+    @classmethod
+    def padded(cls, attention_mask: torch.Tensor) -> "AttentionLayout":
+        """Export only: the T = B * L tokens are already padded, row-major, and `attention_mask` [B, L] marks the real
+        ones, as ONNX consumers feed a graph. B and L stay tensor shapes, so an exported graph keeps them dynamic."""
+        B, L = attention_mask.shape
+        key_mask = attention_mask.bool()[:, None, None, :]
+        return cls(None, L, B, False, None, (None, key_mask, None), padded_input=True)
 
     # Padded view only: where each packed token lands in a [B * L] buffer, and which keys are real.
     @property
@@ -108,7 +117,7 @@ def _padded_sdpa(q, k, v, layout: AttentionLayout, dropout_p: float) -> torch.Te
     T, H, D = q.shape
 
     def to_padded(x: torch.Tensor) -> torch.Tensor:
-        if layout.key_mask is None:  # every sequence is L long: packing is already [B, L]
+        if layout.key_mask is None or layout.padded_input:  # every sequence L long, or padded: already [B, L]
             return x.view(B, L, H, D).transpose(1, 2)
         buf = x.new_zeros(B * L, H, D)
         buf[layout.scatter_index] = x
@@ -118,7 +127,7 @@ def _padded_sdpa(q, k, v, layout: AttentionLayout, dropout_p: float) -> torch.Te
         to_padded(q), to_padded(k), to_padded(v), attn_mask=layout.key_mask, dropout_p=dropout_p
     )  # [B, H, L, D]
     out = out.transpose(1, 2).reshape(B * L, H, D)
-    return out if layout.key_mask is None else out[layout.scatter_index]
+    return out if layout.key_mask is None or layout.padded_input else out[layout.scatter_index]
 
 
 def _grouped_sdpa(q, k, v, groups: list[tuple[int, int, int]], dropout_p: float) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Batch, the packed (unpadded) currency between tokenizer and model, and the token-budget batch planner."""
+"""Batch, the packed (unpadded) currency between tokenizer and model, and grouping inputs into batches by token budget."""
 from __future__ import annotations
 
 import random
@@ -109,7 +109,7 @@ def pack(
     )
 
 
-def plan_batches(
+def group_by_budget(
     lengths: Sequence[int],
     max_tokens: int = 8192,
     max_batch_size: int | None = None,

@@ -303,9 +303,12 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)`, then rename over `path`: a crash never leaves half a file behind."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_write(path: Path, write, prefix: str | None = None) -> None:
+    """Call `write(tmp_path)`, then rename over `path`: a crash never leaves half a file behind.
+
+    The temporary file is named `prefix` (default ".NAME.") + random + ".tmp", beside `path`.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)

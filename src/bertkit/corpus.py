@@ -3,13 +3,20 @@
 The input (a Parquet/CSV/JSONL/txt file, or a folder of them) is cut into fixed-size shards in a
 deterministic order. Process `rank` of `world_size` (torchrun sets both) takes every
 `world_size`-th shard, runs the model on it, and writes `part-FFFF-CCCCCC.parquet` atomically.
-A re-run skips parts that exist, so a killed job resumes where it stopped, without duplicates.
 Every output row carries the input's file and row number.
+
+Each part records the shard it came from and a hash of the shard's texts. A re-run skips a part
+whose shard reads the same, re-does one whose input changed (and says how many), and removes parts
+of shards that no longer exist, so a killed job resumes where it stopped and an edited input is
+never reported as done. The output folder must be new, empty or an output of ours, apart from the
+input; each rank holds a lock on it while it writes, so two runs cannot write the same parts at once.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -19,14 +26,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bertkit.checkpoint import atomic_write
-from bertkit.data import formats_help, input_format, is_input_file, iter_table, table_columns, text_column
+from bertkit.data import input_files, input_format, iter_table, table_columns, text_column
 from bertkit.errors import BertkitError
+from bertkit.index.model_check import model_fingerprint
+from bertkit.output_folders import claim_folder, remove_dead_temporaries, write_file
+from bertkit.write_lock import LOCK_FILE, WriteLock
 
 if TYPE_CHECKING:
     from bertkit.model import Model
 
 RUN_FILE = "_bertkit_run.json"
+PART = re.compile(r"part-\d{4}-\d{6}\.parquet")
+PART_RECORD = b"bertkit"  # the key of a part's own record (its shard and the hash of its texts) in its metadata
 
 
 @dataclass(frozen=True)
@@ -39,21 +50,6 @@ class Shard:
     @property
     def name(self) -> str:
         return f"part-{self.file_index:04d}-{self.chunk:06d}.parquet"
-
-
-def input_files(source: str | os.PathLike) -> list[Path]:
-    """The files of a corpus, in a fixed order: one file, or every input file (bertkit.data.INPUT_FORMATS) under a folder."""
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and is_input_file(p) and not p.name.startswith((".", "_")))
-        if not files:
-            raise BertkitError(f"{path} holds no input files ({formats_help()})")
-        return files
-    if not path.exists():
-        raise BertkitError(f"{path} does not exist")
-    if not is_input_file(path):
-        raise BertkitError(f"{path} is not an input file ({formats_help()}); convert it or pass a folder")
-    return [path]
 
 
 def read_chunks(path: Path, column: str | None, rows: int) -> Iterator[pd.Series]:
@@ -94,40 +90,78 @@ def run_corpus(
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     files = input_files(source)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_same_run(out, {"task": declared.name, "model": model.source, "source": str(source),
-                          "files": [str(f) for f in files], "text_column": text_column, "shard_rows": shard_rows,
-                          "options": {k: v for k, v in options.items() if k != "batch_tokens"}})
-    done = skipped = rows = 0
-    shards = _my_shards(files, text_column, shard_rows, rank, world_size)
-    bar = _progress(progress and rank == 0, f"{declared.name} (rank {rank}/{world_size})")
-    for shard, texts in shards:
-        target = out / shard.name
-        if target.exists():
-            skipped += 1
-            continue
-        table = _run_task(model, declared, shard, texts, options)
-        atomic_write(target, lambda tmp: pq.write_table(table, tmp))
-        done += 1
-        rows += len(texts)
-        bar.update(len(texts))
-    bar.close()
+    out = claim_folder(output_dir, source, "a bertkit corpus output", lambda folder: (folder / RUN_FILE).is_file())
+    # One lock per rank: the ranks of one job write disjoint parts side by side; a second job's rank is refused.
+    with WriteLock(out, f"{LOCK_FILE}-rank-{rank}", what="corpus output"):
+        remove_dead_temporaries(out)
+        _check_same_run(out, {"task": declared.name, "model": model.source, "fingerprint": model_fingerprint(model),
+                              "source": str(source), "files": [str(f) for f in files], "text_column": text_column,
+                              "shard_rows": shard_rows,
+                              "options": {k: v for k, v in options.items() if k != "batch_tokens"}})
+        done = skipped = redone = rows = 0
+        names = set()
+        bar = _progress(progress and rank == 0, f"{declared.name} (rank {rank}/{world_size})")
+        for shard, texts in _shards(files, text_column, shard_rows, rank, world_size):
+            names.add(shard.name)
+            if texts is None:  # another rank's
+                continue
+            target = out / shard.name
+            record = {"source": str(shard.path), "first_row": shard.first_row, "rows": len(texts),
+                      "hash": texts_hash(texts)}
+            previous = part_record(target)
+            if previous == record:
+                skipped += 1
+                continue
+            if target.exists():  # a part whose input changed since it was written
+                redone += 1
+            table = _run_task(model, declared, shard, texts, options)
+            table = table.replace_schema_metadata({PART_RECORD: json.dumps(record, sort_keys=True).encode()})
+            write_file(target, lambda tmp: pq.write_table(table, tmp))
+            done += 1
+            rows += len(texts)
+            bar.update(len(texts))
+        bar.close()
+        gone = _remove_stale_parts(out, names) if rank == 0 else []
     return {"rank": rank, "world_size": world_size, "shards_written": done, "shards_skipped": skipped,
-            "rows": rows, "output": str(out)}
+            "shards_redone": redone, "shards_removed": len(gone), "rows": rows, "output": str(out)}
 
 
-def _my_shards(files, column, shard_rows, rank, world_size) -> Iterator[tuple[Shard, pd.Series]]:
+def _shards(files, column, shard_rows, rank, world_size) -> Iterator[tuple[Shard, pd.Series | None]]:
+    """Every shard in order, with its texts when it is this rank's (None when another rank's)."""
     n = 0
     for file_index, path in enumerate(files):
         first_row = 0
         # A .txt file has one column, whatever --text-column says for the tables beside it.
         own = None if input_format(path)[0] == ".txt" else column
         for chunk, texts in enumerate(read_chunks(path, own, shard_rows)):
-            if n % world_size == rank:
-                yield Shard(file_index, chunk, path, first_row), texts.reset_index(drop=True)
+            mine = n % world_size == rank
+            yield Shard(file_index, chunk, path, first_row), texts.reset_index(drop=True) if mine else None
             n += 1
             first_row += len(texts)
+
+
+def texts_hash(texts: pd.Series) -> str:
+    """A fingerprint of a shard's texts, as read (missing and non-string cells included)."""
+    blob = json.dumps([t if isinstance(t, str) else [repr(t)] for t in texts], ensure_ascii=False)  # "None" != None
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def part_record(path: Path) -> dict | None:
+    """What a part of ours records about its shard, or None (no such file, or not one of our parts)."""
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(PART_RECORD)
+        record = json.loads(raw) if raw else None
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _remove_stale_parts(out: Path, current: set[str]) -> list[str]:
+    """Remove our parts (by name and record) of shards the input no longer has (a file that shrank)."""
+    stale = [p for p in out.iterdir() if PART.fullmatch(p.name) and p.name not in current and part_record(p)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return [p.name for p in stale]
 
 
 def _run_task(model: "Model", task, shard: Shard, texts: pd.Series, options: dict) -> pa.Table:
@@ -175,7 +209,7 @@ def _check_same_run(out: Path, settings: dict) -> None:
             raise BertkitError(f"{out} holds results of a different run (changed: {', '.join(changed)}); pass a new --output folder")
         return
     # Ranks starting together may each write it: same content, atomic rename, so no harm.
-    atomic_write(record, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2)))
+    write_file(record, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2)))
 
 
 def rank_device(requested: str | None) -> str | None:
@@ -196,7 +230,7 @@ def _progress(enabled: bool, description: str):
 
 def read_results(output_dir: str | os.PathLike) -> pd.DataFrame:
     """All parts of a finished run as one frame, in input order (file, then row)."""
-    parts = sorted(Path(output_dir).glob("part-*.parquet"))
+    parts = sorted(p for p in Path(output_dir).glob("part-*.parquet") if PART.fullmatch(p.name))
     if not parts:
         raise BertkitError(f"{output_dir} holds no part-*.parquet files")
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)

@@ -56,14 +56,22 @@ def no_tokens_problem(encoding: Encoding, what: str = "text") -> str | None:
     return None
 
 
-def warn_truncated(cut: Sequence[Encoding | int], limit: int) -> int:
-    """Say how many inputs were cut to the model's length (encodings, or tokens cut per input); returns that count."""
+def warn_truncated(cut: Sequence[Encoding | int], limit: int, unread: Sequence[int] = ()) -> int:
+    """Say how many inputs were cut to the model's length (encodings, or tokens cut per input); returns that count.
+
+    `unread`: per input, characters never tokenized (a text longer than its strategy reads): its cut tokens are
+    then a lower bound.
+    """
     counts = [c if isinstance(c, int) else c.n_truncated for c in cut]
-    over = [i for i, n in enumerate(counts) if n]
+    unread = list(unread) or [0] * len(counts)
+    over = [i for i, (n, u) in enumerate(zip(counts, unread)) if n or u]
     if over:
+        first = over[0]
+        tokens = f"at least {counts[first]} tokens cut, {unread[first]:,} characters not read" if unread[first] \
+            else f"{counts[first]} tokens cut"
         warnings.warn(
             f"{len(over)} of {len(counts)} texts were longer than {limit} tokens and were truncated "
-            f"(first: input #{over[0]}, {counts[over[0]]} tokens cut); long='chunk' (--long chunk) reads all of them",
+            f"(first: input #{first}, {tokens}); long='chunk' (--long chunk) reads all of them",
             stacklevel=3,
         )
     return len(over)

@@ -10,18 +10,22 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
 
 import torch
 
-from bertkit.batching import Batch, pack, plan_batches
+from bertkit.batching import Batch, group_by_budget, pack
 from bertkit.checkpoint import load_network, resolve, save_network
 from bertkit.config import BertConfig
-from bertkit.device import autocast, pick_device
+from bertkit import precision as precision_module
+from bertkit.device import pick_device
 from bertkit.errors import BertkitError, OptionError
 from bertkit.inputs import warn_truncated
 from bertkit.modeling import BertNetwork
 from bertkit.tokenizer import Encoding, Tokenizer
+
+if TYPE_CHECKING:
+    from bertkit.architecture import Summary
 
 R = TypeVar("R")
 # CPU: small batches stay in cache; 2048 measured ~10% faster than 8192 on MiniLM (benchmarks/bench_embed.py).
@@ -38,27 +42,43 @@ class Model:
         device: str | torch.device | None = None,
         source: str = "",
         folder: Path | None = None,
+        precision: str | None = None,
     ):
         self.device = pick_device(device)
+        # What every forward pass runs at (bertkit.precision): asked for, or the device's default.
+        self.precision = precision_module.resolve(precision, self.device)
         self.network = network.to(self.device).eval()
         self.tokenizer = tokenizer
         self.source = source
         self.folder = folder
         self.sentence_config = read_sentence_config(folder) if folder else {}
+        if precision is not None:  # asked for: bf16 weights or int8 layers (the device default keeps fp32 weights)
+            precision_module.apply(self, self.precision)
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> "Model":
+    def load(cls, name_or_path: str | os.PathLike, device: str | torch.device | None = None,
+             precision: str | None = None) -> "Model":
         folder = resolve(name_or_path)
-        device = pick_device(device)  # fail on a missing device before reading any weights
+        device = pick_device(device)  # fail on a missing device or precision before reading any weights
+        precision_module.resolve(precision, device)
         network = load_network(folder)
-        return cls(network, Tokenizer.from_dir(folder), device, source=str(name_or_path), folder=folder)
+        return cls(network, Tokenizer.from_dir(folder), device, source=str(name_or_path), folder=folder,
+                   precision=precision)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write an HF-layout folder (config, safetensors, tokenizer files) that transformers can load."""
         folder = save_network(self.network, directory)
         self.tokenizer.save(folder)
         return folder
+
+    def export_onnx(self, directory: str | os.PathLike, int8: bool = False) -> dict:
+        """Write this model as ONNX (`DIR/onnx/model.onnx` beside its config and tokenizer, the layout ONNX Runtime,
+        optimum and sentence-transformers read), checked against this model; `int8` adds ONNX Runtime's quantized
+        graph and its measured agreement. Needs the `export` extra. Returns what was written and the checks."""
+        from bertkit.export import export_onnx
+
+        return export_onnx(self, directory, int8=int8)
 
     def compile(self) -> "Model":
         """Compile the encoder's dense blocks with torch.compile (shape-generic, so any batch runs), in place.
@@ -103,12 +123,21 @@ class Model:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.network.parameters())
 
+    def summary(self) -> "Summary":
+        """The architecture in numbers: the network's shape and every part's parameter count (embeddings, each
+        layer's attention and feed-forward, one head's share, the heads on top), adding up to the parameter count.
+        Plain data (`.parts`, `.to_dict()`); printing it gives a table."""
+        from bertkit.architecture import summarize
+
+        return summarize(self.network)
+
     def info(self) -> dict:
         return {
             "source": self.source,
             "folder": str(self.folder) if self.folder else None,
             "device": str(self.device),
             "compiled": self.compiled,
+            "precision": self.precision,
             "parameters": self.num_parameters(),
             "heads": self.network.heads,
             "labels": self.labels,
@@ -120,7 +149,7 @@ class Model:
     # -- the shared machinery of every task -------------------------------------------------------
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                max_length: int | None = None) -> list[Encoding]:
-        """Deprecated name of `tokenize` (in sentence-transformers `encode` means "embed"); removed in 0.3."""
+        """Deprecated name of `tokenize` (in sentence-transformers `encode` means "embed"); removed in 0.2."""
         warnings.warn("Model.encode is deprecated: it is called tokenize now (encode means embed elsewhere)",
                       DeprecationWarning, stacklevel=2)
         return self.tokenize(texts, pairs, max_length)
@@ -134,7 +163,7 @@ class Model:
         """Apply `step` to length-sorted, token-budget batches; results come back in input order."""
         results: list[R | None] = [None] * len(encodings)
         for batch in self.batches(encodings, batch_tokens):
-            with torch.inference_mode(), autocast(self.device):
+            with torch.inference_mode(), precision_module.autocast(self.device, self.precision):
                 outputs = step(batch)
             for i, out in zip(batch.index, outputs):
                 results[i] = out
@@ -144,8 +173,8 @@ class Model:
         if batch_tokens is not None and (isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int)
                                          or batch_tokens < 1):
             raise OptionError("batch_tokens", f"must be a positive whole number of tokens, not {batch_tokens!r}")
-        plan = plan_batches([len(e) for e in encodings], batch_tokens or self.default_batch_tokens)
-        for indices in plan:
+        groups = group_by_budget([len(e) for e in encodings], batch_tokens or self.default_batch_tokens)
+        for indices in groups:
             batch = pack([encodings[i].ids for i in indices], [encodings[i].type_ids for i in indices], index=indices)
             yield self.to_device(batch)
 
@@ -182,7 +211,7 @@ class Model:
     def __repr__(self) -> str:
         c = self.config
         return (f"Model({self.source!r}, layers={c.num_hidden_layers}, hidden={c.hidden_size}, "
-                f"heads={self.network.heads}, device={self.device})")
+                f"heads={self.network.heads}, device={self.device}, precision={self.precision})")
 
 
 def read_sentence_config(folder: Path) -> dict:
@@ -210,6 +239,12 @@ def read_sentence_config(folder: Path) -> dict:
     return out
 
 
-def load(name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> Model:
-    """Load a bundled alias (`minilm`), a local HF-layout folder, or a Hugging Face Hub id."""
-    return Model.load(name_or_path, device)
+def load(name_or_path: str | os.PathLike, device: str | torch.device | None = None,
+         precision: str | None = None) -> Model:
+    """Load a bundled alias (`minilm`), a local HF-layout folder, or a Hugging Face Hub id.
+
+    `precision`: "fp32" (exact), "bf16" or "int8" (faster where the hardware has the instructions, within the
+    quality gate in the README's Deployment section; inference only), or None for the device's default (fp32 on
+    the CPU, bf16 autocast on CUDA). Asking for one this hardware cannot run is an error, never a fallback.
+    """
+    return Model.load(name_or_path, device, precision)

@@ -7,6 +7,7 @@ and the next begins, and it asks attention.py for that.
 from __future__ import annotations
 
 from functools import partial
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,10 +62,32 @@ class SelfAttention(nn.Module):
 
     def context(self, qkv: torch.Tensor, layout: AttentionLayout) -> torch.Tensor:
         """`forward` after the projection: split `qkv` = self.qkv(x) into heads, attend within each sequence."""
-        T = qkv.shape[0]
-        q, k, v = qkv.view(T, 3, self.num_heads, self.head_dim).unbind(dim=1)
+        q, k, v = self.split_heads(qkv)
         context = attend(q, k, v, layout, self.dropout_p if self.training else 0.0)
-        return context.reshape(T, self.num_heads * self.head_dim)
+        return context.reshape(qkv.shape[0], self.num_heads * self.head_dim)
+
+    def split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[T, 3 * hidden] -> queries, keys and values, each [T, heads, head_dim]."""
+        return qkv.view(qkv.shape[0], 3, self.num_heads, self.head_dim).unbind(dim=1)
+
+    def written_out(self, x: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`forward` with the attention probabilities formed explicitly, one sequence at a time.
+
+        Returns the context [T, hidden] (as `forward`) and, per sequence of n tokens, its probabilities
+        [heads, n, n]: row i is how token i spreads its attention over its own sequence's tokens.
+        The kernels `forward` uses never build these matrices; looking inside does (bertkit.tasks.attention).
+        """
+        q, k, v = self.split_heads(self.qkv(x))
+        sizes = list(lengths)
+        probabilities, contexts = [], []
+        for q1, k1, v1 in zip(q.split(sizes), k.split(sizes), v.split(sizes)):
+            q1, k1, v1 = (t.transpose(0, 1) for t in (q1, k1, v1))  # one sequence: [heads, n, head_dim]
+            scores = (q1 @ k1.transpose(1, 2)).float() * self.head_dim ** -0.5  # float32 whatever the weights are
+            p = torch.softmax(scores, dim=-1)
+            probabilities.append(p)
+            mixed = F.dropout(p, self.dropout_p, self.training).to(v1.dtype) @ v1  # [heads, n, head_dim]
+            contexts.append(mixed.transpose(0, 1).reshape(-1, self.num_heads * self.head_dim))
+        return torch.cat(contexts), probabilities
 
 
 # 3. Feed-forward: widen, apply the non-linearity, narrow back.
@@ -212,6 +235,12 @@ class BertNetwork(nn.Module):
         self.classifier.apply(self._init_weights)
         device = self.encoder.embeddings.word.weight.device
         self.to(device)
+
+    def add_mlm_head(self) -> None:
+        """Put a freshly initialised masked-LM head on the encoder: BERT's recipe, its decoder the word embeddings."""
+        self.mlm_head = MaskedLMHead(self.config, self.encoder.embeddings.word)  # bias starts at zero
+        self.mlm_head.apply(self._init_weights)
+        self.mlm_head.to(self.encoder.embeddings.word.weight)  # its device and dtype
 
     def _init_weights(self, module: nn.Module) -> None:
         # The same recipe as the original BERT, so fresh heads train like transformers' do.

@@ -22,10 +22,10 @@ class _ModelActor:
     """One model per Ray actor, loaded once; each call handles one batch of rows."""
 
     def __init__(self, model: str, task: str, text_column: str, device: str | None, options: dict | None = None,
-                 compile: bool = False):
+                 compile: bool = False, precision: str | None = None):
         import bertkit
 
-        self.model = bertkit.load(model, device=device)
+        self.model = bertkit.load(model, device=device, precision=precision)
         if compile:
             self.model.compile()
         self.task = task
@@ -57,6 +57,7 @@ def map_dataset(
     device: str | None = None,
     options: dict | None = None,
     compile: bool = False,
+    precision: str | None = None,
 ):
     """Return `dataset` with the task's result columns added (embed: `embedding`; predict: `predicted_label`, scores),
     plus `error`, computed by `concurrency` model actors.
@@ -64,7 +65,7 @@ def map_dataset(
     The texts are in `text_column`, else the column every other path picks (bertkit.data.text_column:
     text, sentence, review, content, or the only column). Each actor holds one model; Ray places
     actors on the cluster's nodes (give `num_gpus=1` for one GPU per actor). Rows keep every input
-    column, so ids travel with their results. `compile` runs `Model.compile()` in each actor.
+    column, so ids travel with their results. `compile` runs `Model.compile()` in each actor; `precision` is `bertkit.load`'s.
     """
     from bertkit.tasks import tasks
 
@@ -78,7 +79,7 @@ def map_dataset(
         _ModelActor,
         fn_constructor_kwargs={"model": model, "task": task, "text_column": column,
                                "device": device or ("cuda" if num_gpus else "cpu"), "options": options,
-                               "compile": compile},
+                               "compile": compile, "precision": precision},
         batch_size=batch_size,
         concurrency=concurrency,
         num_gpus=num_gpus,
@@ -88,14 +89,14 @@ def map_dataset(
 
 def run_with_ray(source: str, output: str, task: str = "embed", model: str = "minilm", text_column: str | None = None,
                  concurrency: int = 1, num_gpus: float = 0, address: str | None = None, options: dict | None = None,
-                 device: str | None = None, compile: bool = False) -> dict:
+                 device: str | None = None, compile: bool = False, precision: str | None = None) -> dict:
     """Read Parquet from `source`, map the model over it, write Parquet to `output` (a folder)."""
     ray = _require_ray()
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     dataset = ray.data.read_parquet(source)
     mapped = map_dataset(dataset, task, model, text_column, concurrency=concurrency, num_gpus=num_gpus, device=device,
-                         options=options, compile=compile)
+                         options=options, compile=compile, precision=precision)
     mapped.write_parquet(output)
     # Counting `mapped` would run the model a second time; the written files' metadata is enough.
     return {"output": output, "task": task, "rows": ray.data.read_parquet(output).count()}

@@ -460,6 +460,11 @@ class Tokenizer:
                 out[i] = _from_hf(e, n_truncated=len(full[i]) - len(e))
         return out  # type: ignore[return-value]
 
+    def count_tokens(self, text: str) -> int:
+        """How many word pieces `text` makes (no [CLS]/[SEP]), without building their Python lists."""
+        _check_text(text, "text")
+        return len(self._tok.encode(text, add_special_tokens=False))
+
     def tokenize(self, text: str) -> list[str]:
         """Word pieces of `text`, without [CLS]/[SEP]."""
         _check_text(text, "text")

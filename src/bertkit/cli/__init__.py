@@ -6,12 +6,12 @@ import importlib
 import sys
 import warnings
 
-from bertkit.cli.common import check_arguments
+from bertkit.cli.common import check_arguments, say
 from bertkit.errors import BertkitError, OptionError
 from bertkit.options import flag_name
 
 # Each module adds its sub-commands with `register(subparsers)`.
-COMMAND_MODULES = ["tasks", "index", "core", "train", "serve", "bench"]
+COMMAND_MODULES = ["tasks", "search_eval", "index", "core", "train", "serve", "bench", "export"]
 
 
 class UsageError(BertkitError):
@@ -44,13 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
 def one_line_warning(message, category, filename, lineno, file=None, line=None):
     # Users need what happened, not where in our source it was noticed.
     say("warning", str(message))
-
-
-def say(kind: str, message: str) -> None:
-    """`error: ...` or `warning: ...` on stderr, always one line: a message may quote what the user typed, newlines
-    and all, so control characters are shown escaped (a path 'a\\nb' stays one line)."""
-    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
-    print(f"{kind}: {shown}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any, Callable
 
 from bertkit.errors import BertkitError
 from bertkit.options import flag_name
+from bertkit.terminal import safe_json, safe_lines, shown
 
+DEFAULT_MODEL = "minilm"  # what a command that needs no particular head loads without --model
 
 # Flags naming a plot a command draws, whatever its other flags: dest -> what it holds. They are checked once, as
 # parsed, before any work (a heatmap is drawn after the model ran; a bad path must not wait for that).
@@ -40,7 +43,7 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def add_model_args(parser: argparse.ArgumentParser, default: str | None = "minilm", runs_network: bool = True,
+def add_model_args(parser: argparse.ArgumentParser, default: str | None = DEFAULT_MODEL, runs_network: bool = True,
                    required: bool = True) -> None:
     shown = f" (default: {default})" if default else "" if required else " (default: the one the index was built with)"
     parser.add_argument("--model", "-m", default=default, required=default is None and required,
@@ -49,6 +52,22 @@ def add_model_args(parser: argparse.ArgumentParser, default: str | None = "minil
     if runs_network:
         parser.add_argument("--compile", action="store_true",
                             help="torch.compile the network first: ~20%% faster on CUDA for long runs, no gain on the CPU")
+        add_precision_arg(parser)
+
+
+def add_precision_arg(parser: argparse.ArgumentParser) -> None:
+    from bertkit.precision import PRECISIONS
+
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="arithmetic of inference: fp32 is exact; bf16 and int8 are faster where the hardware has "
+                             "the instructions, within a measured quality gate, and refused where it has not "
+                             "(default: fp32 on the CPU, bf16 autocast on CUDA)")
+
+
+def text_column_help() -> str:
+    from bertkit.data import TEXT_COLUMNS
+
+    return f"the column holding the texts in a table input (default: {', '.join(TEXT_COLUMNS)}, or the only column)"
 
 
 def add_json_arg(parser: argparse.ArgumentParser) -> None:
@@ -58,16 +77,30 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
 def load_model(args: argparse.Namespace):
     from bertkit.model import load
 
-    model = load(args.model, device=args.device)
+    model = load(args.model, device=args.device, precision=getattr(args, "precision", None))
+    args.ran_precision = model.precision  # emit adds it to every JSON answer
     return model.compile() if getattr(args, "compile", False) else model
 
 
 def emit(args: argparse.Namespace, payload: Any, human: Callable[[Any], str] | None = None) -> None:
-    """Print `payload` as JSON under --json, otherwise the human rendering."""
+    """Print `payload` as JSON under --json, otherwise the human rendering; either way nothing in it can steer the
+    terminal (bertkit.terminal: control characters escaped, JSON values unchanged). An answer from a model says the
+    precision it ran at: a `precision` key in an object, or in each row of a list of them (the shape stays)."""
+    ran = getattr(args, "ran_precision", None)
+    if ran and isinstance(payload, dict):
+        payload = {**payload, "precision": ran}
+    elif ran and isinstance(payload, list) and payload and all(isinstance(row, dict) for row in payload):
+        payload = [{**row, "precision": ran} for row in payload]
     if getattr(args, "json", False) or human is None:
-        print(to_json(payload, indent=None if getattr(args, "compact", False) else 2))
+        print(safe_json(to_json(payload, indent=None if getattr(args, "compact", False) else 2)), flush=True)
     else:
-        print(human(payload))
+        print(safe_lines(human(payload)), flush=True)
+
+
+def say(kind: str, message: str) -> None:
+    """`error: ...` or `warning: ...` on stderr, always one line: a message may quote what the user typed, newlines
+    and all, so control characters are shown escaped (a path 'a\\nb' stays one line)."""
+    print(f"{kind}: {shown(message)}", file=sys.stderr)
 
 
 def to_json(payload: Any, indent: int | None = 2) -> str:

@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="a model's config, parameter count and heads")
     p.add_argument("model", metavar="MODEL", help="bundled alias, local folder or hub id")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--layers", action="store_true", help="also every part's parameter count: embeddings, each "
+                                                         "layer's attention and feed-forward, one head, the heads")
     add_json_arg(p)
     p.set_defaults(func=info)
 
@@ -30,6 +32,9 @@ def models(args: argparse.Namespace) -> int:
 def info(args: argparse.Namespace) -> int:
     model = load_model(args)
     data = model.info()
+    summary = model.summary() if args.layers else None
+    if summary is not None:
+        data["summary"] = summary.to_dict()
 
     def human(d):
         c = d["config"]
@@ -40,7 +45,8 @@ def info(args: argparse.Namespace) -> int:
             f"parameters  {d['parameters']:,}",
             f"heads       {', '.join(d['heads']) or 'none (encoder only)'}",
             f"labels      {', '.join(d['labels']) or '-'}",
-        ] + ([f"sentence    {d['sentence_transformers']}"] if d["sentence_transformers"] else []))
+        ] + ([f"sentence    {d['sentence_transformers']}"] if d["sentence_transformers"] else [])
+            + (["", str(summary)] if summary is not None else []))
 
     emit(args, data, human)
     return 0

@@ -6,10 +6,13 @@ Nothing here knows a particular task: flags come from each task's Options, print
 from __future__ import annotations
 
 import argparse
+import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
-from bertkit.cli.common import add_json_arg, add_model_args, emit, input_frame, load_model
+from bertkit.cli.common import DEFAULT_MODEL, add_json_arg, add_model_args, emit, input_frame, load_model, text_column_help
+from bertkit.data import SHARD_ROWS, formats_help
 from bertkit.errors import BertkitError, OptionError
 from bertkit.options import add_flags, from_args, specs
 from bertkit.tasks.base import Task
@@ -31,44 +34,34 @@ def add_task_command(sub: argparse._SubParsersAction, task: Task) -> argparse.Ar
         if spec.positional:
             p.add_argument(spec.name, metavar=spec.name.upper(), help=spec.help)
     p.add_argument("texts", nargs="*", metavar=noun)
-    p.add_argument("--input", "-i", help="read the inputs from a file: .txt (one per line), .csv, .tsv, .jsonl, "
-                                         ".json or .parquet; '-' for stdin lines")
-    p.add_argument("--text-column", help="the column holding the texts in a table --input "
-                                         "(default: text, sentence, review, content, or the only column)")
+    p.add_argument("--input", "-i", help=f"read the inputs from a file ({formats_help()}; a .txt holds one per line), "
+                                         "or '-' for stdin lines")
+    p.add_argument("--text-column", help=text_column_help())
     if task.pair_name:
         p.add_argument("--pair", help="a second text, paired with every input")
         p.add_argument("--pair-column", help="the column holding a second text per row of a table --input")
     add_flags(p, task.Options)
     if task.table:
-        formats = ", ".join(getattr(task, "output_formats", None) or _table_formats())
-        p.add_argument("--output", "-o", help=f"write every input row with its result to a FILE ({formats}; input "
-                                              "columns kept), or to a FOLDER (corpus mode: sharded Parquet parts, "
-                                              "streamed and restartable)")
+        p.add_argument("--output", "-o", help=f"write every input row with its result to a FILE "
+                                              f"({', '.join(task.output_formats)}; input columns kept), or to a FOLDER "
+                                              "(corpus mode: sharded Parquet parts, streamed and restartable)")
         _add_corpus_args(p)
-    if hasattr(task, "cli_flags"):  # a task's command-line-only extras (search --eval)
-        task.cli_flags(p)
-    if hasattr(task, "plot"):
+    if task.plots:
         p.add_argument("--plot", metavar="FILE.png", help="draw the answer as a picture"
-                       + "".join(f" (implies --{k.replace('_', '-')})" for k in getattr(task, "plot_needs", {})))
+                       + "".join(f" (implies --{k.replace('_', '-')})" for k in task.plot_needs))
     if task.uses_network:
         p.add_argument("--batch-tokens", type=int, default=None, help="token budget per batch (default: by device)")
-    # A task with a head needs a model that has it; one that knows its model (search: the index's) needs none.
-    add_model_args(p, default=None if task.head or hasattr(task, "model_for") else "minilm",
-                   runs_network=task.uses_network, required=not hasattr(task, "model_for"))
+    # A task with a head needs a model that has it; one whose options name its model (search: the index's) needs none.
+    add_model_args(p, default=None if task.head or task.names_its_model else DEFAULT_MODEL,
+                   runs_network=task.uses_network, required=not task.names_its_model)
     add_json_arg(p)
     p.set_defaults(func=partial(run_command, task))
     return p
 
 
-def _table_formats() -> tuple[str, ...]:
-    from bertkit.tasks.tables import TABLE_OUTPUTS
-
-    return TABLE_OUTPUTS
-
-
 def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("corpus mode (an --input folder, or an --output folder; shards across torchrun processes)")
-    g.add_argument("--shard-rows", type=int, default=10_000, help="rows per output part (default: 10000)")
+    g.add_argument("--shard-rows", type=int, default=SHARD_ROWS, help=f"rows per output part (default: {SHARD_ROWS})")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--ray", action="store_true", help="run on a Ray cluster with Ray Data (pip install 'ray[data]')")
     g.add_argument("--ray-address", default=None, help="the cluster to join (default: RAY_ADDRESS, else a local Ray)")
@@ -76,17 +69,22 @@ def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-gpus", type=float, default=0, help="Ray: GPUs per replica (default: 0)")
 
 
+def command_options(task: Task, args: argparse.Namespace) -> Any:
+    """The task's options from the parsed flags (with what --plot implies)."""
+    return from_args(task.Options, args, **(task.plot_needs if getattr(args, "plot", None) else {}))
+
+
+def choose_model(task: Task, args: argparse.Namespace, options: Any) -> None:
+    """Without --model, the model the task's options name (search: the one its index was built with)."""
+    if args.model is None and task.names_its_model:
+        args.model = task.model_for(options)
+
+
 def run_command(task: Task, args: argparse.Namespace) -> int:
-    options = from_args(task.Options, args, **(getattr(task, "plot_needs", {}) if getattr(args, "plot", None) else {}))
+    options = command_options(task, args)
     if task.table and _corpus_mode(args):
         return _run_corpus(task, args, options)
-    if getattr(args, "model", None) is None and hasattr(task, "model_for"):
-        args.model = task.model_for(options)  # e.g. the model an index was built with
-    if hasattr(task, "cli_run"):
-        report = task.cli_run(args, options)  # a task's own command-line mode (search --eval)
-        if report is not None:
-            emit(args, report, task.human_cli)
-            return 0
+    choose_model(task, args, options)
     frame, column = input_frame(args)
     if task.table and args.output:
         return _run_table_file(task, args, frame, column, options)
@@ -102,7 +100,10 @@ def run_command(task: Task, args: argparse.Namespace) -> int:
     payload = task.payload(answer, prepared, options)
     if getattr(args, "plot", None):
         task.plot(answer, args.plot, options)
-        payload["plot"] = args.plot
+        if isinstance(payload, dict):
+            payload["plot"] = args.plot
+        else:  # a list answer has no place to say it; stderr keeps --json's output pure JSON
+            print(f"plot written to {args.plot}", file=sys.stderr)
     emit(args, payload, lambda p: task.human(p, prepared))
     return 0
 
@@ -123,21 +124,18 @@ def _pairs(task: Task, args: argparse.Namespace, frame, n: int) -> list | None:
 
 def _run_table_file(task: Task, args: argparse.Namespace, frame, column: str, options) -> int:
     from bertkit.paths import output_file
-    from bertkit.tasks.tables import TABLE_OUTPUTS, run_table, summary, write_table
+    from bertkit.tasks.tables import run_table, summary
 
-    formats = getattr(task, "output_formats", None) or TABLE_OUTPUTS
-    output_file(args.output, formats, "results")  # a bad --output fails before any work
+    output_file(args.output, task.output_formats, "results")  # a bad --output fails before any work
     model = load_model(args)
     table, _, _ = run_table(task, model, frame, column, getattr(args, "pair_column", None),
                             getattr(args, "batch_tokens", None), **vars(options))
-    writer = getattr(task, "write_output", None)
-    path = writer(args.output, table, column) if writer else write_table(table, args.output)
-    report = summary(task, table, str(path))
+    report = summary(task, table, str(task.write_output(args.output, table, column)))
 
     def human(d: dict) -> str:
-        lines = [f"wrote {d['rows']} rows to {d['output']} ({d['errors']} flagged, {d['truncated']} truncated)"]
-        extra = getattr(task, "human_summary", None)
-        return "\n".join(lines + ([extra(d)] if extra else []))
+        lines = [f"wrote {d['rows']} rows to {d['output']} ({d['errors']} flagged, {d['truncated']} truncated)",
+                 task.human_summary(d)]
+        return "\n".join(line for line in lines if line)
 
     emit(args, report, human)
     return 0
@@ -171,18 +169,21 @@ def _run_corpus(task: Task, args: argparse.Namespace, options) -> int:
         report = run_with_ray(args.input, args.output, task=task.name, model=args.model,
                               text_column=args.text_column, concurrency=args.concurrency,
                               num_gpus=args.num_gpus, address=args.ray_address, options=run_options,
-                              device=args.device, compile=args.compile)
+                              device=args.device, compile=args.compile, precision=getattr(args, "precision", None))
         emit(args, report, lambda d: f"Ray wrote {d['rows']} rows to {d['output']}")
         return 0
     from bertkit.corpus import rank_device, run_corpus
     from bertkit.model import load
 
-    model = load(args.model, device=rank_device(args.device))
+    model = load(args.model, device=rank_device(args.device), precision=getattr(args, "precision", None))
+    args.ran_precision = model.precision
     if args.compile:
         model.compile()
     report = run_corpus(model, task.name, args.input, args.output, text_column=args.text_column,
                         shard_rows=args.shard_rows, progress=not args.no_progress, options=run_options)
     args.compact = report["world_size"] > 1  # one JSON line per rank, so the ranks' reports never interleave
     emit(args, report, lambda d: (f"rank {d['rank']}/{d['world_size']}: wrote {d['shards_written']} parts "
-                                  f"({d['rows']} rows), skipped {d['shards_skipped']} finished ones, in {d['output']}"))
+                                  f"({d['rows']} rows; {d['shards_redone']} of them again, as their input changed), "
+                                  f"skipped {d['shards_skipped']} finished ones, removed {d['shards_removed']} of "
+                                  f"input no longer there, in {d['output']}"))
     return 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 
 from bertkit.cli.common import add_json_arg, add_model_args, emit
+from bertkit.data import formats_help
 from bertkit.options import add_flags, from_args, specs
 from bertkit.train.arguments import EvaluateOptions, TrainArguments
 from bertkit.train.config import LONG_OPTIONS, TrainConfig
 from bertkit.train.launch import ParallelOptions, SessionOptions
+from bertkit.train.trainer import RUN_FILES
 
 # Shown under "evaluation and checkpoints" rather than "optimisation" in the help.
 CHECKPOINT_GROUP = ("metric", "patience", "eval_every", "save_every", "log_every", "keep_checkpoints")
@@ -24,7 +26,7 @@ def _only(cls: type, names: tuple[str, ...]) -> tuple[str, ...]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune a classifier on labelled text",
                        description="Fine-tune a BERT model as a text classifier; writes an HF-layout model folder "
-                                   "with metrics.json, metrics.jsonl, plots and training_record.json.")
+                                   f"with the run's record beside the weights ({', '.join(RUN_FILES)}).")
     # suppress: a flag not given stays absent, so --resume can tell it from the saved run's value.
     add_flags(p.add_argument_group("model and data"), TrainArguments, suppress=True)
     add_flags(p.add_argument_group("optimisation"), TrainConfig, skip=CHECKPOINT_GROUP + LONG_OPTIONS, suppress=True)
@@ -43,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("evaluate", help="score a trained classifier on labelled data")
     add_model_args(p, default=None, runs_network=False)
-    p.add_argument("--data", required=True, help="CSV/TSV/JSONL/Parquet file or built-in dataset")
+    p.add_argument("--data", required=True, help=f"a file ({formats_help()}) or a built-in dataset (bertkit datasets)")
     add_flags(p, EvaluateOptions, skip=LONG_OPTIONS)
     add_flags(p.add_argument_group("long documents", "how texts longer than --max-length are read (default: as the "
                                                      "model was trained); metrics are per document"),
@@ -75,8 +77,7 @@ def train(args: argparse.Namespace) -> int:
         t = p["timings"]
         lines += ["", f"{p['steps']} steps in {t['train_s']:.1f}s training ({t['examples_per_s']:.1f} examples/s) "
                       f"+ {t['eval_s']:.1f}s evaluation" + ("; stopped early" if p["stopped_early"] else ""),
-                  f"model saved to {p['output_dir']} (metrics.json, metrics.jsonl, training_curves.png, "
-                  f"confusion_matrix.png, training_record.json)"]
+                  f"model saved to {p['output_dir']} ({', '.join(_written(p['output_dir'], RUN_FILES))})"]
         return "\n".join(lines)
 
     emit(args, outcome.result.summary(), human)
@@ -99,6 +100,13 @@ def evaluate(args: argparse.Namespace) -> int:
 
     emit(args, report, human)
     return 0
+
+
+def _written(folder: str, names: tuple[str, ...]) -> list[str]:
+    """Which of a run's files are in its folder (a plot or a split is there only when the run made one)."""
+    from pathlib import Path
+
+    return [name for name in names if (Path(folder) / name).exists()]
 
 
 def _size(report: dict) -> str:

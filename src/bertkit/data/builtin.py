@@ -5,7 +5,7 @@ import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pandas as pd
 
@@ -88,20 +88,3 @@ def builtin_frame(name: str) -> pd.DataFrame:
     spec = BUILTIN_DATASETS[name]
     return spec.reader(spec.path())
 
-
-def list_datasets() -> list[dict[str, Any]]:
-    """One dict per built-in dataset: name, description, rows, label names and counts, source path."""
-    from bertkit.data.loading import load_dataset  # loading builds on this module
-
-    out = []
-    for spec in BUILTIN_DATASETS.values():
-        entry: dict[str, Any] = {"name": spec.name, "description": spec.description,
-                                 "label_names": list(spec.label_names)}
-        try:
-            ds = load_dataset(spec.name)
-        except BertkitError as e:
-            entry.update(available=False, rows=None, label_counts=None, path=None, error=str(e))
-        else:
-            entry.update(available=True, rows=len(ds), label_counts=ds.label_counts(), path=str(spec.path()))
-        out.append(entry)
-    return out

@@ -189,3 +189,19 @@ def _frame_from_source(source: Any) -> tuple[pd.DataFrame, str, list[int] | None
         return read_table(path), str(path), None, {}
     raise BertkitError(f"cannot load data from a {type(source).__name__}; pass a file path, a built-in "
                        f"dataset name, a pandas DataFrame or a Hugging Face dataset")
+
+
+def list_datasets() -> list[dict[str, Any]]:
+    """One dict per built-in dataset: name, description, rows, label names and counts, source path."""
+    out = []
+    for spec in BUILTIN_DATASETS.values():
+        entry: dict[str, Any] = {"name": spec.name, "description": spec.description,
+                                 "label_names": list(spec.label_names)}
+        try:
+            ds = load_dataset(spec.name)
+        except BertkitError as e:
+            entry.update(available=False, rows=None, label_counts=None, path=None, error=str(e))
+        else:
+            entry.update(available=True, rows=len(ds), label_counts=ds.label_counts(), path=str(spec.path()))
+        out.append(entry)
+    return out

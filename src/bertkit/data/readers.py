@@ -52,6 +52,7 @@ from bertkit.paths import input_path
 INPUT_FORMATS = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
 COMPRESSIONS: dict[str, Callable[..., IO[bytes]]] = {".bz2": bz2.open, ".gz": gzip.open, ".xz": lzma.open}
 STDIN = "-"
+SHARD_ROWS = 10_000  # rows a corpus is read, run and written at a time (corpus mode, index builds), by default
 
 # What a file of each format needs at least, for the message when it has no rows.
 _NEEDS = {".txt": "at least one line", ".jsonl": "at least one JSON object", ".json": "at least one JSON object",
@@ -77,6 +78,22 @@ def input_format(path: str | os.PathLike) -> tuple[str, str | None]:
 def is_input_file(path: str | os.PathLike) -> bool:
     """True when the name says a format this module reads (what a folder of inputs is filtered by)."""
     return input_format(path)[0] in INPUT_FORMATS
+
+
+def input_files(source: str | os.PathLike) -> list[Path]:
+    """The files of a corpus, in a fixed order: one file, or every input file under a folder (names starting with
+    "." or "_" left out: hidden files and our own records)."""
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and is_input_file(p) and not p.name.startswith((".", "_")))
+        if not files:
+            raise BertkitError(f"{path} holds no input files ({formats_help()})")
+        return files
+    if not path.exists():
+        raise BertkitError(f"{path} does not exist")
+    if not is_input_file(path):
+        raise BertkitError(f"{path} is not an input file ({formats_help()}); convert it or pass a folder")
+    return [path]
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:

@@ -8,24 +8,33 @@
     INDEX/ann-000007.usearch     the HNSW graph over the rows of the parts it covers (derived data)
 
 A write adds a part and maybe a graph under new names, then replaces the manifest. A write killed
-at any point leaves the previous manifest, which names only complete files; files it names not
-are leftovers of such a write and are removed by the next one.
+at any point leaves the previous manifest, which names only complete files. Only files that provably
+are ours are ever removed: those a replaced manifest named and the new one does not, those a writer
+noted in its lock before creating them (bertkit.write_lock), and our own temporary files.
+
+What is read is checked, since a manifest is a file anyone can edit: its schema (types and allowed
+values), part and graph names that stay inside the folder, and each part's own record of the
+settings its vectors were made with (model, fingerprint, pooling, normalisation, dimension), which
+must agree with the manifest's.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bertkit.checkpoint import atomic_write
 from bertkit.errors import BertkitError
+from bertkit.index.quantize import STORAGES
+from bertkit.output_folders import write_file
+from bertkit.pooling import POOLINGS
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -35,6 +44,9 @@ ANN = re.compile(r"ann-(\d{6})\.usearch")
 # Which settings make an index's vectors comparable with a query's: the same model, pooled and
 # normalised the same way. `check_compatible` compares exactly these.
 MODEL_FIELDS = ("model", "pooling", "normalize", "dim")
+# What each part records about how its vectors were made (the model fields and the weights' fingerprint),
+# under this key of its Parquet metadata; opening compares it with the manifest.
+PART_RECORD = b"bertkit"
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,15 @@ class IndexManifest:
     def stored_rows(self) -> int:
         return sum(rows for _, rows in self.parts)
 
+    @property
+    def fingerprint(self) -> str | None:
+        """The fingerprint of the weights that made the vectors (bertkit.index.model_check), if recorded."""
+        return self.extra.get("fingerprint")
+
+    def vector_settings(self) -> dict:
+        """What made the vectors: the model fields and the weights' fingerprint (what each part records too)."""
+        return {**{k: getattr(self, k) for k in MODEL_FIELDS}, "fingerprint": self.fingerprint}
+
     def check_compatible(self, model: str, pooling: str, normalize: bool, dim: int) -> None:
         """Raise a one-line BertkitError unless vectors from these settings can be searched in this index."""
         wanted = {"model": model, "pooling": pooling, "normalize": bool(normalize), "dim": int(dim)}
@@ -81,12 +102,80 @@ class IndexManifest:
 
     @classmethod
     def from_json(cls, text: str) -> "IndexManifest":
-        record = json.loads(text)
-        if record.get("format") != FORMAT:
-            raise ValueError(f"format {record.get('format')!r}, this bertkit reads format {FORMAT}")
-        record["parts"] = tuple((p["file"], int(p["rows"])) for p in record["parts"])
-        record["ann"] = AnnEntry(**record["ann"]) if record.get("ann") else None
+        """The manifest in `text`; ValueError with a one-line reason when it breaks the schema (MANIFEST_SCHEMA)."""
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not JSON ({e.msg} at line {e.lineno})") from None
+        check_schema(record)
+        record["parts"] = tuple((p["file"], p["rows"]) for p in record["parts"])
+        record["ann"] = AnnEntry(**record["ann"]) if record["ann"] is not None else None
         return cls(**record)
+
+
+def _whole(least: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _one_of(values: tuple) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, str) and v in values), "one of " + ", ".join(values)
+
+
+def _entries(pattern: re.Pattern, keys: dict[str, tuple[Callable[[Any], bool], str]]) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        return isinstance(v, dict) and set(v) == set(keys) and isinstance(v.get("file"), str) \
+            and pattern.fullmatch(v["file"]) is not None and all(check(v[k]) for k, (check, _) in keys.items())
+    return ok
+
+
+_ANN_KEYS = {"file": (lambda v: True, ""), "rows": (_whole(0), ""),
+             "scale": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+                       "")}
+_PART_KEYS = {"file": (lambda v: True, ""), "rows": (_whole(0), "")}
+# Each field of a manifest, what it must hold, and how to say so.
+MANIFEST_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model": (lambda v: isinstance(v, str) and v != "", "a model name"),
+    "pooling": _one_of(POOLINGS),
+    "normalize": (lambda v: isinstance(v, bool), "true or false"),
+    "dim": (_whole(1), "a whole number of dimensions, at least 1"),
+    "metric": _one_of(METRICS),
+    "storage": _one_of(STORAGES),
+    "parts": (lambda v: isinstance(v, list) and all(map(_entries(PART, _PART_KEYS), v)),
+              'a list of {"file": "part-NNNNNN.parquet", "rows": N} (files inside the index folder)'),
+    "ann": (lambda v: v is None or _entries(ANN, _ANN_KEYS)(v),
+            'null or {"file": "ann-NNNNNN.usearch", "rows": N, "scale": X} (a file inside the index folder)'),
+    "generation": (_whole(0), "a whole number, at least 0"),
+    "format": (lambda v: v == FORMAT, f"{FORMAT}, the format this bertkit reads"),
+    "extra": (lambda v: isinstance(v, dict) and isinstance(v.get("fingerprint", ""), str),
+              "an object (its fingerprint a string)"),
+}
+
+
+def check_schema(record: Any) -> None:
+    """ValueError naming the first field of a manifest record that is missing, unknown or of a wrong type or value."""
+    if not isinstance(record, dict):
+        raise ValueError(f"it holds {type(record).__name__ if record is not None else 'null'}, not a JSON object")
+    unknown = sorted(set(record) - set(MANIFEST_SCHEMA))
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r}")
+    for name, (ok, wanted) in MANIFEST_SCHEMA.items():
+        if name not in record:
+            raise ValueError(f"field {name!r} is missing")
+        if not ok(record[name]):
+            raise ValueError(f"field {name!r} is {_shown(record[name])}; it must be {wanted}")
+    files = [p["file"] for p in record["parts"]]
+    if len(set(files)) != len(files):
+        raise ValueError("field 'parts' names a file twice")
+    if record["ann"] is not None and record["ann"]["rows"] > sum(p["rows"] for p in record["parts"]):
+        raise ValueError("field 'ann' covers more rows than the parts hold")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+assert set(MANIFEST_SCHEMA) == {f.name for f in fields(IndexManifest)}  # the schema covers every field
 
 
 def read_manifest(folder: Path) -> IndexManifest:
@@ -95,14 +184,23 @@ def read_manifest(folder: Path) -> IndexManifest:
         what = "does not exist" if not folder.exists() else f"holds no index ({MANIFEST} missing)"
         raise BertkitError(f"{folder} {what}; build an index there first")
     try:
-        return IndexManifest.from_json(path.read_text())
-    except (ValueError, KeyError, TypeError) as e:
-        raise BertkitError(f"{path} is unreadable ({e}); rebuild the index") from None
+        return IndexManifest.from_json(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise BertkitError(f"{path} is not a valid index manifest ({e}); restore it or rebuild the index") from None
 
 
 def write_manifest(folder: Path, manifest: IndexManifest) -> None:
     """The commit point of every write: before it the old index stands, after it the new one."""
-    atomic_write(folder / MANIFEST, lambda tmp: Path(tmp).write_text(manifest.to_json()))
+    write_file(folder / MANIFEST, lambda tmp: Path(tmp).write_text(manifest.to_json()))
+
+
+def inside(folder: Path, name: str) -> Path:
+    """`folder / name` for a file the manifest names, refused when a link takes it outside the folder."""
+    path = folder / name
+    if path.is_symlink() and not path.resolve().is_relative_to(folder.resolve()):
+        raise BertkitError(f"{path} is a link to a file outside the index folder; an index reads only its own "
+                           f"files: replace the link with the file or rebuild the index")
+    return path
 
 
 def part_name(number: int) -> str:
@@ -118,13 +216,16 @@ def next_part(manifest: IndexManifest) -> str:
     return part_name(max(numbers, default=-1) + 1)
 
 
-def remove_leftovers(folder: Path, manifest: IndexManifest) -> None:
-    """Delete parts and graphs the manifest does not name: remains of killed writes or replaced graphs."""
-    keep = {f for f, _ in manifest.parts} | ({manifest.ann.file} if manifest.ann else set())
-    for path in folder.iterdir():
-        stray_tmp = path.name.startswith(".") and path.name.endswith(".tmp")  # atomic_write's, of a killed write
-        if (PART.fullmatch(path.name) or ANN.fullmatch(path.name) or stray_tmp) and path.name not in keep:
-            path.unlink(missing_ok=True)
+def named_files(manifest: IndexManifest) -> set[str]:
+    """The files a manifest names (and so proves are the index's)."""
+    return {f for f, _ in manifest.parts} | ({manifest.ann.file} if manifest.ann else set())
+
+
+def remove_unnamed(folder: Path, manifest: IndexManifest, ours: set[str]) -> None:
+    """Delete the files of `ours` (known to be this index's) that `manifest` does not name."""
+    for name in sorted(ours - named_files(manifest) - {MANIFEST}):
+        if PART.fullmatch(name) or ANN.fullmatch(name):
+            (folder / name).unlink(missing_ok=True)
 
 
 def content_hash(text: str | None, metadata: dict | None = None) -> str:
@@ -139,15 +240,20 @@ def vector_hash(vector: np.ndarray) -> str:
 
 
 def part_table(ids: list[str], vectors: np.ndarray, texts: list[str | None], metadata: list[dict | None],
-               hashes: list[str]) -> pa.Table:
-    return pa.table({
+               hashes: list[str], settings: dict) -> pa.Table:
+    """One part's rows, with `settings` (`IndexManifest.vector_settings`) recorded in its metadata."""
+    return with_record(pa.table({
         "id": pa.array(ids, pa.string()),
         "text": pa.array(texts, pa.string()),
         "metadata": pa.array([None if m is None else json.dumps(m, ensure_ascii=False, default=str) for m in metadata],
                              pa.string()),
         "hash": pa.array(hashes, pa.string()),
         "vector": vector_column(vectors),
-    })
+    }), settings)
+
+
+def with_record(table: pa.Table, settings: dict) -> pa.Table:
+    return table.replace_schema_metadata({PART_RECORD: json.dumps(settings, sort_keys=True).encode()})
 
 
 def vector_column(vectors: np.ndarray) -> pa.Array:
@@ -165,7 +271,7 @@ def column_vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
 
 def write_part(folder: Path, name: str, table: pa.Table) -> None:
     # Random-looking floats neither compress nor dictionary-encode; trying only costs time.
-    atomic_write(folder / name, lambda tmp: pq.write_table(table, tmp, compression={
+    write_file(folder / name, lambda tmp: pq.write_table(table, tmp, compression={
         "id": "snappy", "text": "snappy", "metadata": "snappy", "hash": "snappy", "vector": "none"},
         use_dictionary=["metadata"]))
 
@@ -175,13 +281,12 @@ def read_parts(folder: Path, manifest: IndexManifest) -> tuple[pa.Table, np.ndar
     tables, vectors = [], np.empty((manifest.stored_rows, manifest.dim), np.float32)
     row = 0
     for name, rows in manifest.parts:
-        path = folder / name
+        path = inside(folder, name)
         try:
             table = pq.read_table(path)
         except (OSError, pa.ArrowInvalid) as e:
             raise BertkitError(f"{path} is missing or damaged ({e}); rebuild the index") from None
-        if table.num_rows != rows:
-            raise BertkitError(f"{path} holds {table.num_rows} rows, the manifest says {rows}; rebuild the index")
+        check_part(path, table, manifest, rows)
         vectors[row: row + rows] = column_vectors(table.column("vector"), manifest.dim)
         tables.append(table.drop_columns(["vector"]))
         row += rows
@@ -190,6 +295,36 @@ def read_parts(folder: Path, manifest: IndexManifest) -> tuple[pa.Table, np.ndar
     pa.default_memory_pool().release_unused()
     schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("metadata", pa.string()), ("hash", pa.string())])
     return (pa.concat_tables(tables) if tables else schema.empty_table()), vectors
+
+
+def check_part(path: Path, table: pa.Table, manifest: IndexManifest, rows: int) -> None:
+    """One line unless a part holds what the manifest says: its row count, columns, vector width and settings."""
+    if table.num_rows != rows:
+        raise BertkitError(f"{path} holds {table.num_rows} rows, the manifest says {rows}; rebuild the index")
+    missing = [c for c in ("id", "text", "metadata", "hash", "vector") if c not in table.column_names]
+    if missing:
+        raise BertkitError(f"{path} has no column {missing[0]!r}, so it is not an index part; rebuild the index")
+    width = getattr(table.schema.field("vector").type, "byte_width", None)
+    if width != 4 * manifest.dim:
+        held = f"{width // 4}-dimensional vectors" if width else "no vectors bertkit wrote"
+        raise BertkitError(f"{path} holds {held}, but {MANIFEST} says dim {manifest.dim}; restore the manifest "
+                           "or rebuild the index")
+    raw = (table.schema.metadata or {}).get(PART_RECORD)
+    if raw is None:
+        return  # a part written before parts recorded their settings
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise BertkitError(f"{path} has a damaged settings record; rebuild the index")
+    wanted = manifest.vector_settings()
+    differ = [k for k in wanted if record.get(k) != wanted[k]]
+    if differ:
+        k = differ[0]
+        raise BertkitError(f"{path} was made with {k} {record.get(k)!r}, but {MANIFEST} says {wanted[k]!r}, so its "
+                           "vectors would be compared with queries made another way; restore the manifest or rebuild "
+                           "the index")
 
 
 def take_rows(column: pa.ChunkedArray, rows: np.ndarray) -> list:
@@ -210,14 +345,8 @@ def with_changes(manifest: IndexManifest, **changes) -> IndexManifest:
     return replace(manifest, generation=manifest.generation + 1, **changes)
 
 
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+def folder_bytes(folder: Path, manifest: IndexManifest) -> int:
+    """The bytes of the index's own files (the manifest and the files it names)."""
+    return sum((folder / name).stat().st_size for name in named_files(manifest) | {MANIFEST}
+               if (folder / name).is_file())
 
-
-def ensure_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BertkitError(f"cannot create index folder {folder}: {e.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise BertkitError(f"{folder} is not writable; choose another index folder")

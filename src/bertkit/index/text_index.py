@@ -5,6 +5,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from bertkit.index.cache import open_index
+from bertkit.index.model_check import check_model
+
 if TYPE_CHECKING:
     from bertkit.model import Model
 
@@ -27,9 +30,7 @@ class Index:
 
         A model other than the index's is refused here, before any query is embedded.
         """
-        from bertkit.index.build import check_model
         from bertkit.model import Model, load
-        from bertkit.tasks.search import open_index
 
         manifest = open_index(str(folder)).manifest
         if not isinstance(model, Model):
@@ -43,13 +44,9 @@ class Index:
 
     def info(self) -> dict:
         """What the index holds and how it searches (as `bertkit index info --json`)."""
-        from bertkit.tasks.search import open_index
-
         return open_index(str(self.folder)).info()
 
     def __len__(self) -> int:
-        from bertkit.tasks.search import open_index
-
         return len(open_index(str(self.folder)))
 
     def __repr__(self) -> str:

@@ -3,19 +3,24 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from bertkit.checkpoint import atomic_write
 from bertkit.errors import BertkitError
 from bertkit.index import store
 from bertkit.index.ann import EXACT_BELOW, AnnIndex, exact_search
 from bertkit.index.quantize import RESCORE_FACTOR, Quantizer, check_storage, rescore
 from bertkit.index.store import AnnEntry, IndexManifest
+from bertkit.output_folders import claim_folder, remove_dead_temporaries, write_file
+from bertkit.write_lock import WriteLock
+
+# The name the index calls itself in messages about its folder.
+WHAT = "a bertkit index"
 
 # The saved graph is rewritten once the rows it does not cover exceed this share of those it does:
 # opening then adds at most that share to the graph, and a build of many small adds rewrites the
@@ -39,12 +44,16 @@ class Hit:
 class VectorIndex:
     """Rows of (id, vector, text, metadata, content hash) in an index folder, searchable exactly or by HNSW.
 
-    Ids are strings and unique: adding an id again with other content replaces its row. Only one
-    process may write an index at a time; readers see the state of the last completed write.
+    Ids are strings and unique: adding an id again with other content replaces its row. One process
+    writes at a time: every write takes the folder's lock (bertkit.write_lock), and a second writer is
+    refused with one line naming the first; `with index.writing():` holds it across many writes.
+    Readers take no lock and see the state of the last completed write.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._lock = WriteLock(folder, what="index")
+        self._created: set[str] = set()  # files the write in progress has created
         self._load()
 
     # -- opening ----------------------------------------------------------------------------
@@ -61,18 +70,20 @@ class VectorIndex:
         check_storage(storage)
         wanted = IndexManifest(model=str(model), pooling=pooling, normalize=bool(normalize), dim=int(dim),
                                metric=metric, storage=storage, extra=dict(extra or {}))
-        if (folder / store.MANIFEST).exists():
-            if not exist_ok:
-                raise BertkitError(f"{folder} already holds an index; open it, or choose another folder")
-            found = store.read_manifest(folder)  # checked before the rows are read
-            found.check_compatible(wanted.model, wanted.pooling, wanted.normalize, wanted.dim)
-            for name in ("metric", "storage"):
-                if getattr(found, name) != getattr(wanted, name):
-                    raise BertkitError(f"{folder} is an index with {name} {getattr(found, name)!r}, "
-                                       f"not {getattr(wanted, name)!r}; use that, or choose another folder")
-            return cls(folder)
-        store.ensure_folder(folder)
-        store.write_manifest(folder, wanted)
+        store.check_schema(json.loads(wanted.to_json()))  # what open would refuse is never written
+        claim_folder(folder, None, WHAT, is_index, param="folder")
+        with WriteLock(folder, what="index"):
+            if not (folder / store.MANIFEST).exists():
+                store.write_manifest(folder, wanted)
+                return cls(folder)
+        if not exist_ok:
+            raise BertkitError(f"{folder} already holds an index; open it, or choose another folder")
+        found = store.read_manifest(folder)  # checked before the rows are read
+        found.check_compatible(wanted.model, wanted.pooling, wanted.normalize, wanted.dim)
+        for name in ("metric", "storage"):
+            if getattr(found, name) != getattr(wanted, name):
+                raise BertkitError(f"{folder} is an index with {name} {getattr(found, name)!r}, "
+                                   f"not {getattr(wanted, name)!r}; use that, or choose another folder")
         return cls(folder)
 
     @classmethod
@@ -82,8 +93,16 @@ class VectorIndex:
 
     def _load(self) -> None:
         """(Re)read the folder: rows, which of them are live, and the graph brought up to date in memory."""
-        self.manifest = store.read_manifest(self.folder)
-        table, vectors = store.read_parts(self.folder, self.manifest)
+        for attempt in range(3):
+            self.manifest = store.read_manifest(self.folder)
+            try:
+                table, vectors = store.read_parts(self.folder, self.manifest)
+                break
+            except BertkitError:
+                # A writer that committed while we read removes the files its new manifest no longer names:
+                # read its state instead. The same manifest twice means the folder really is damaged.
+                if attempt == 2 or store.read_manifest(self.folder) == self.manifest:
+                    raise
         self._table = table
         self._buffer = vectors  # may grow past the stored rows; `_vectors` is the used part
         self._stored = len(vectors)
@@ -93,7 +112,7 @@ class VectorIndex:
         entry = self.manifest.ann
         if entry is not None:
             quantizer = Quantizer(self.manifest.storage, entry.scale)
-            self._ann = AnnIndex.load(self.folder / entry.file, self.manifest.dim, quantizer)
+            self._ann = AnnIndex.load(store.inside(self.folder, entry.file), self.manifest.dim, quantizer)
         if self._ann is not None:
             # The file covers the first `entry.rows` rows as they were then: drop what has been replaced
             # since, add what came after.
@@ -114,6 +133,52 @@ class VectorIndex:
         return str(id_) in self._row_of
 
     # -- writing ----------------------------------------------------------------------------
+    @contextmanager
+    def writing(self) -> Iterator["VectorIndex"]:
+        """Hold the index's write lock for a block of writes (each write takes it anyway, for itself).
+
+        Taking it, the index catches up with the folder: it removes what a killed writer left (the files
+        that writer noted in its lock and no manifest names, its temporary files) and rereads the rows
+        when another process committed since this object read them, so no write builds on a stale state.
+        """
+        first = not self._lock.held
+        self._lock.acquire()
+        try:
+            if first:
+                self._catch_up()
+            yield self
+        finally:
+            self._lock.release()
+
+    def _catch_up(self) -> None:
+        on_disk = store.read_manifest(self.folder)
+        dead = self._lock.taken_over
+        if dead:
+            store.remove_unnamed(self.folder, on_disk, {str(n) for n in dead.get("writing", [])})
+            self._lock.taken_over = None
+        remove_dead_temporaries(self.folder)
+        if on_disk != self.manifest:
+            self._load()
+
+    def _change(self, change: Callable[[], None]) -> None:
+        """Run one write under the lock; if it fails, memory and folder are as they were before it."""
+        with self.writing():
+            self._created = set()
+            try:
+                change()
+            except BaseException:
+                self._load()  # memory back to what the folder holds: the state before this call
+                store.remove_unnamed(self.folder, self.manifest, self._created)
+                raise
+            finally:
+                self._created = set()
+
+    def _create(self, name: str) -> Path:
+        """The path of a file this write is about to create, noted first in the lock (and for cleanup on failure)."""
+        self._lock.note_writing([name])
+        self._created.add(name)
+        return self.folder / name
+
     def needs_update(self, ids: Sequence[str], hashes: Sequence[str]) -> np.ndarray:
         """A boolean mask over `ids`: True where the id is new or stored with another content hash.
 
@@ -149,27 +214,27 @@ class VectorIndex:
         hashes = [str(h) for h in hashes]
         _same_length("hashes", hashes, ids)
 
-        keep = np.flatnonzero(self.needs_update(ids, hashes))
-        counts = {"added": 0, "replaced": 0, "unchanged": len(ids) - len(keep)}
-        if not len(keep):
-            return counts
-        ids, texts, metadata, hashes = ([seq[i] for i in keep] for seq in (ids, texts, metadata, hashes))
-        vectors = self._prepare(vectors[keep])
-        replaced = np.array(sorted(self._row_of[i] for i in ids if i in self._row_of), dtype=np.int64)
-        counts["replaced"] = len(replaced)
-        counts["added"] = len(ids) - len(replaced)
-        new_rows = np.arange(self._stored, self._stored + len(ids))
-        table = store.part_table(ids, vectors, texts, metadata, hashes)
-        try:
-            name = store.next_part(self.manifest)
-            store.write_part(self.folder, name, table)
-            manifest = store.with_changes(self.manifest, parts=self.manifest.parts + ((name, len(ids)),))
-            self._append_memory(table, vectors, ids, replaced)
-            manifest = self._update_ann(manifest, new_rows, replaced)
-            self._commit(manifest)
-        except BaseException:
-            self._load()  # memory back to what the folder holds: the state before this call
-            raise
+        with self.writing():  # decided on the rows the folder holds now, not those read when it was opened
+            keep = np.flatnonzero(self.needs_update(ids, hashes))
+            counts = {"added": 0, "replaced": 0, "unchanged": len(ids) - len(keep)}
+            if not len(keep):
+                return counts
+            ids, texts, metadata, hashes = ([seq[i] for i in keep] for seq in (ids, texts, metadata, hashes))
+            vectors = self._prepare(vectors[keep])
+            replaced = np.array(sorted(self._row_of[i] for i in ids if i in self._row_of), dtype=np.int64)
+            counts["replaced"] = len(replaced)
+            counts["added"] = len(ids) - len(replaced)
+
+            def write() -> None:
+                new_rows = np.arange(self._stored, self._stored + len(ids))
+                table = store.part_table(ids, vectors, texts, metadata, hashes, self.manifest.vector_settings())
+                name = store.next_part(self.manifest)
+                store.write_part(self.folder, self._create(name).name, table)
+                manifest = store.with_changes(self.manifest, parts=self.manifest.parts + ((name, len(ids)),))
+                self._append_memory(table, vectors, ids, replaced)
+                self._commit(self._update_ann(manifest, new_rows, replaced))
+
+            self._change(write)
         return counts
 
     def flush(self) -> None:
@@ -177,35 +242,33 @@ class VectorIndex:
 
         `add` saves it only now and then (`ANN_SAVE_FRACTION`); call this once a batch of adds is done.
         """
-        saved = self.manifest.ann.rows if self.manifest.ann else 0
-        if self._ann is not None and saved < self._stored:
-            try:
+        def write() -> None:
+            saved = self.manifest.ann.rows if self.manifest.ann else 0
+            if self._ann is not None and saved < self._stored:
                 self._commit(self._save_ann(store.with_changes(self.manifest)))
-            except BaseException:
-                self._load()
-                raise
+
+        self._change(write)
 
     def build_ann(self, storage: str | None = None) -> None:
         """Build the HNSW graph from the stored vectors now (with another storage if given) and save it."""
-        storage = check_storage(storage or self.manifest.storage)
-        manifest = store.with_changes(self.manifest, storage=storage)
-        try:
-            self._ann = self._new_ann(storage)
-            self._commit(self._save_ann(manifest))
-        except BaseException:
-            self._load()
-            raise
+        def write() -> None:
+            chosen = check_storage(storage or self.manifest.storage)
+            self._ann = self._new_ann(chosen)
+            self._commit(self._save_ann(store.with_changes(self.manifest, storage=chosen)))
+
+        self._change(write)
 
     def compact(self) -> None:
         """Rewrite the live rows as one part, dropping replaced versions, and rebuild the graph."""
-        live = self._live_rows()
-        table = self._table.take(pa.array(live, pa.int64())).combine_chunks()
-        vectors = self._vectors[live]
-        part = table.append_column("vector", store.vector_column(vectors))
-        try:
+        def write() -> None:
+            live = self._live_rows()
+            table = self._table.take(pa.array(live, pa.int64())).combine_chunks()
+            vectors = self._vectors[live]
+            part = store.with_record(table.append_column("vector", store.vector_column(vectors)),
+                                     self.manifest.vector_settings())
             name = store.next_part(self.manifest)
             if len(live):
-                store.write_part(self.folder, name, part)
+                store.write_part(self.folder, self._create(name).name, part)
             manifest = store.with_changes(self.manifest, parts=((name, len(live)),) if len(live) else (), ann=None)
             self._table, self._buffer, self._stored = table, vectors, len(live)
             self._row_of = {id_: row for row, id_ in enumerate(table.column("id").to_pylist())}
@@ -213,9 +276,8 @@ class VectorIndex:
             graph = self._ann is not None or self.manifest.ann is not None or _graph_pays(len(live))
             self._ann = self._new_ann(manifest.storage) if graph else None
             self._commit(self._save_ann(manifest) if graph else manifest)
-        except BaseException:
-            self._load()
-            raise
+
+        self._change(write)
 
     def _append_memory(self, table: pa.Table, vectors: np.ndarray, ids: list[str], replaced: np.ndarray) -> None:
         needed = self._stored + len(vectors)
@@ -252,13 +314,14 @@ class VectorIndex:
 
     def _save_ann(self, manifest: IndexManifest) -> IndexManifest:
         name = store.ann_name(manifest.generation)
-        atomic_write(self.folder / name, lambda tmp: self._ann.save(Path(tmp)))
+        write_file(self._create(name), lambda tmp: self._ann.save(Path(tmp)))
         return replace(manifest, ann=AnnEntry(name, self._stored, self._ann.quantizer.scale))
 
     def _commit(self, manifest: IndexManifest) -> None:
+        """Replace the manifest (the commit point), then remove the files only the replaced one named."""
         store.write_manifest(self.folder, manifest)
-        self.manifest = manifest
-        store.remove_leftovers(self.folder, manifest)
+        replaced, self.manifest = self.manifest, manifest
+        store.remove_unnamed(self.folder, manifest, store.named_files(replaced) | self._created)
 
     # -- searching --------------------------------------------------------------------------
     def search(self, queries: np.ndarray, top_k: int = 10, *, exact: bool | None = None,
@@ -335,9 +398,14 @@ class VectorIndex:
             "model": m.model, "pooling": m.pooling, "normalize": m.normalize, "metric": m.metric,
             "storage": m.storage, "parts": len(m.parts), "generation": m.generation,
             "search": "ann" if _graph_pays(len(self)) else "exact", "exact_below": EXACT_BELOW,
-            "ann_rows_saved": m.ann.rows if m.ann else 0, "bytes": store.folder_bytes(self.folder),
+            "ann_rows_saved": m.ann.rows if m.ann else 0, "bytes": store.folder_bytes(self.folder, m),
             "extra": m.extra,
         }
+
+
+def is_index(folder: Path) -> bool:
+    """Whether `folder` holds an index of ours (its manifest)."""
+    return (Path(folder) / store.MANIFEST).is_file()
 
 
 def _graph_pays(live_rows: int) -> bool:

@@ -13,13 +13,14 @@ from bertkit import __version__
 from bertkit.errors import BertkitError, OptionError
 from bertkit.model import Model
 from bertkit.serve import schemas as s
-from bertkit.serve.errors import ServeError, error_response, http_error, is_json, not_json, validation_error
+from bertkit.serve.errors import (ServeError, error_response, http_error, is_json, not_json, unreadable_json,
+                                  validation_error)
 from bertkit.serve.gate import Gate, is_public
 from bertkit.serve.metrics import CONTENT_TYPE
 from bertkit.serve.openai import add_routes as add_openai
 from bertkit.serve.playground import add_routes as add_playground
 from bertkit.serve.service import Service
-from bertkit.serve.settings import Settings
+from bertkit.serve.settings import PRECISION_HEADER, Settings
 from bertkit.tasks.base import Task
 
 log = logging.getLogger("bertkit.serve")
@@ -60,6 +61,7 @@ def create_app(model: Model, settings: Settings | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None)
     app.state.service = service
     app.add_middleware(Gate, service=service)
+    app.add_middleware(PrecisionHeader, precision=model.precision)  # outermost: errors the gate sends carry it too
     _add_error_handlers(app)
     for task in service.tasks.values():
         _add_task_route(app, service, task, s.request_model(task, settings.max_texts, settings.max_chars))
@@ -74,9 +76,9 @@ def create_app(model: Model, settings: Settings | None = None) -> FastAPI:
         """The process is up (never needs the API key)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", response_model=s.Status, responses={401: ERRORS[401], 503: ERRORS[503]}, tags=["server"])
+    @app.get("/readyz", response_model=s.Status, responses={503: ERRORS[503]}, tags=["server"])
     async def readyz() -> Any:
-        """Ready for traffic: warmed up and not shutting down (503 while draining)."""
+        """Ready for traffic: warmed up and not shutting down (503 while draining). Never needs the API key."""
         if service.draining:
             return error_response(503, "shutting_down", "the server is draining before it exits")
         if not service.ready:
@@ -99,7 +101,7 @@ def create_app(model: Model, settings: Settings | None = None) -> FastAPI:
 
 def _add_task_route(app: FastAPI, service: Service, task: Task, Request: type) -> None:
     """POST /v1/<task>: the body is the task's request model, the answer its payload (as `bertkit <task> --json`)."""
-    async def check() -> None:  # runs before the body is validated: "wrong model" is the first thing to say
+    async def check() -> None:  # runs before the body is validated: "cannot serve this" is the first thing to say
         service.require(task)
 
     async def endpoint(body: Request) -> Any:  # type: ignore[valid-type]
@@ -108,7 +110,7 @@ def _add_task_route(app: FastAPI, service: Service, task: Task, Request: type) -
     doc = (type(task).__doc__ or task.summary).strip().split("\n\n")[0]
     app.post(f"/v1/{task.name}", response_model=task.Response, responses=ERRORS, tags=["tasks"],
              summary=task.summary, description=doc, name=task.method,
-             dependencies=[Depends(check)] if task.head else None)(endpoint)
+             dependencies=[Depends(check)])(endpoint)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -126,6 +128,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI failed to parse the JSON body it was sent
+            return unreadable_json(exc.__cause__)
         return http_error(exc.status_code, exc.detail, request.method, request.url.path, getattr(exc, "headers", None))
 
     @app.exception_handler(ServeError)
@@ -144,6 +148,25 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+class PrecisionHeader:
+    """Pure ASGI middleware: every HTTP answer names the precision the model runs at (X-Bertkit-Precision)."""
+
+    def __init__(self, app: Any, precision: str) -> None:
+        self.app, self.header = app, (PRECISION_HEADER.lower().encode("latin-1"), precision.encode("latin-1"))
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 def _document_api_key(app: FastAPI) -> None:

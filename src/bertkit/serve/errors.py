@@ -11,8 +11,6 @@ from bertkit.serve.settings import Settings
 HTTP_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
               406: "not_acceptable", 408: "request_timeout", 413: "payload_too_large", 415: "unsupported_media_type",
               422: "invalid_request", 429: "too_many_requests", 431: "headers_too_large", 503: "unavailable"}
-# Fields whose length limits are the server's --max-texts / --max-chars, so a message can name the flag.
-LIMITED_FIELDS = ("texts", "sentences", "pairs", "pair")
 
 
 class ServeError(Exception):
@@ -41,6 +39,17 @@ def http_error(status: int, detail: Any, method: str, path: str, headers: dict[s
     return error_response(status, HTTP_TYPES.get(status, "error"), message, headers)
 
 
+def unreadable_json(cause: BaseException) -> JSONResponse:
+    """A JSON body the parser gave up on without saying where (FastAPI answers those with a bare 400)."""
+    if isinstance(cause, RecursionError):
+        reason = "it is nested too deeply for the parser; a request body needs a few levels"
+    elif isinstance(cause, UnicodeError):
+        reason = "it is not UTF-8 text"
+    else:
+        reason = "it could not be read"
+    return error_response(400, "invalid_json", f"the request body is not valid JSON ({reason}); send a JSON object")
+
+
 def not_json(content_type: str) -> JSONResponse:
     shown = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
     return error_response(415, "unsupported_media_type",
@@ -60,7 +69,7 @@ def validation_error(errors: Sequence[dict], fields: Sequence[str] = ()) -> JSON
         reason = (e.get("ctx") or {}).get("error", "decode error")
         return error_response(400, "invalid_json", f"the request body is not valid JSON ({reason} at character {where})")
     details, kinds = [], set()
-    for e in errors:
+    for e in one_branch(errors):
         kind = e.get("type", "")
         loc = _where(e.get("loc", ()), keep_all=kind == "extra_forbidden")
         details.append({"loc": loc, "type": kind, "message": _message(loc, kind, e, fields)})
@@ -83,7 +92,43 @@ def _where(loc: Sequence, keep_all: bool = False) -> str:
     return out or "body"
 
 
-_UNION_TAG = re.compile(r"^(str|int|bool|float|[a-z-]+\[.*\])$")
+# The names pydantic gives union members in an error's path: str, constrained-str, int, list[...], literal[...], ...
+_UNION_TAG = re.compile(r"^(([a-z]+-)*(str|int|bool|float|bytes|none)|[a-z-]+\[.*\])$")
+# Errors that say a value is not of a member's kind at all (it was meant as another member).
+_WRONG_KIND = ("string_type", "list_type", "int_type", "bool_type", "float_type", "dict_type", "none_required")
+_KINDS = {"str": "a string", "int": "a whole number", "bool": "true or false", "float": "a number", "list": "a list",
+          "literal": "one of the allowed words", "dict": "an object", "none": "null"}
+
+
+def one_branch(errors: Sequence[dict]) -> list[dict]:
+    """pydantic tries every member of a union and reports why each failed, naming members in the path
+    (`input.constrained-str`). Keep only the member the value was meant as: drop the members whose error is that
+    the value is not of their kind; when it fits none, one error says which kinds it may be. Paths lose the tags."""
+    out: list[dict] = []
+    unions: dict[tuple, dict[str, list[dict]]] = {}  # the union's path -> member -> its errors (paths without tag)
+    for e in errors:
+        loc = tuple(e.get("loc", ()))
+        at = next((k for k, part in enumerate(loc) if isinstance(part, str) and _UNION_TAG.match(part)), None)
+        if at is None or e.get("type") == "extra_forbidden":
+            out.append(e)
+            continue
+        unions.setdefault(loc[:at], {}).setdefault(loc[at], []).append(e | {"loc": loc[:at] + loc[at + 1:]})
+    for base, members in unions.items():
+        fitting = [errs for errs in members.values()
+                   if not all(e.get("type") in _WRONG_KIND and len(e["loc"]) == len(base) for e in errs)]
+        if fitting:
+            out += one_branch([e for errs in fitting for e in errs])  # nested unions, one level at a time
+        else:
+            wanted = list(dict.fromkeys(_kind(tag) for tag in members))
+            value = next(iter(members.values()))[0].get("input")
+            out.append({"type": "union_type", "loc": base, "input": value, "ctx": {"expected": wanted}})
+    return out
+
+
+def _kind(tag: str) -> str:
+    """What a union member's tag asks for, in words: 'list[constrained-str]' -> 'a list'."""
+    head = tag.split("[")[0]
+    return _KINDS.get(head.split("-")[-1], head)
 
 
 def _message(loc: str, kind: str, e: dict, fields: Sequence[str]) -> str:
@@ -102,13 +147,21 @@ def _message(loc: str, kind: str, e: dict, fields: Sequence[str]) -> str:
         wanted = {"string_type": "a string", "int_type": "a whole number", "bool_type": "true or false",
                   "float_type": "a number"}[kind]
         return f"{loc} must be {wanted}, not {_json_type(e['input'])}"
+    if kind == "literal_error" and "expected" in ctx:
+        value = e.get("input")
+        shown = repr(value) if isinstance(value, str) and len(value) <= 40 else _json_type(value)
+        return f"{loc} must be {ctx['expected']}, not {shown}"
+    if kind == "union_type":
+        return f"{loc} must be {' or '.join(ctx['expected'])}, not {_json_type(e.get('input'))}"
     if kind == "too_short" and ctx.get("min_length") == 1:
         return f"{loc} is empty; give at least one item"
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return f"{loc} is an empty string; give at least one character"
     if kind in ("too_long", "string_too_long"):
-        server_limit = re.split(r"[\[.]", loc)[0] in LIMITED_FIELDS
-        flag = Settings.flag("max_texts" if kind == "too_long" else "max_chars") if server_limit else None
+        # Every list and string in a request body is capped by these two settings (serve.schemas).
+        flag = Settings.flag("max_texts" if kind == "too_long" else "max_chars")
         what = "items" if kind == "too_long" else "characters"
-        return f"{loc} has more than {ctx.get('max_length')} {what}" + (f", this server's limit ({flag})" if flag else "")
+        return f"{loc} has more than {ctx.get('max_length')} {what}, this server's limit ({flag})"
     return f"{loc}: {e.get('msg', kind)}"
 
 

@@ -14,7 +14,8 @@ from bertkit.serve.settings import Settings
 if TYPE_CHECKING:
     from bertkit.serve.service import Service
 
-OPEN_WHILE_DRAINING = ("/healthz", "/readyz", "/metrics")  # also past --max-connections: probes must get through
+PROBES = ("/healthz", "/readyz")  # what orchestrators poll, sending no key: they say only "ok", "ready" or why not
+OPEN_WHILE_DRAINING = (*PROBES, "/metrics")  # also past --max-connections: probes must get through
 CLIENT_CLOSED = 499  # nginx's "client closed request": the client left before an answer; no error of ours
 CLOSE = {"Connection": "close", "Retry-After": "1"}
 
@@ -24,11 +25,12 @@ class _Gone(Exception):
 
 
 def is_public(path: str) -> bool:
-    """Paths that need no API key: the liveness probe, and what a browser loads before it can ask for the key
-    (the playground page, the API docs, the schema they read, their static files). Every answer a task gives needs it."""
+    """Paths that need no API key: the liveness and readiness probes (their answers reveal nothing but the state),
+    and what a browser loads before it can ask for the key (the playground page, the API docs, the schema they read,
+    their static files). Every answer a task gives, /v1/model and /metrics need it."""
     from bertkit.serve.playground import PUBLIC_PATHS, STATIC
 
-    return path == "/healthz" or path in PUBLIC_PATHS or path.startswith(STATIC + "/")
+    return path in PROBES or path in PUBLIC_PATHS or path.startswith(STATIC + "/")
 
 
 class Gate:
@@ -80,6 +82,18 @@ class Gate:
         if reply is not None:
             await reply(scope, receive, send)
             return
+        if scope.get("path", "") in OPEN_WHILE_DRAINING:  # probes pass the cap, and do not count against it
+            await self._serve(scope, receive, send)
+            return
+        # Counted from here, when the request is taken on, to its answer: the cap is on requests being served, so a
+        # burst's connections that are still arriving, or idle between requests, never refuse one another.
+        self.service.serving += 1
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self.service.serving -= 1
+
+    async def _serve(self, scope: dict, receive: Callable, send: Callable) -> None:
         try:
             body = await self._read_body(scope, receive)
         except _Gone:  # nobody is left to answer
@@ -110,11 +124,9 @@ class Gate:
         probe = path in OPEN_WHILE_DRAINING
         if self.service.draining and not probe:
             return error_response(503, "shutting_down", "the server is shutting down; retry on another instance", CLOSE)
-        open_now = self.service.connections()
-        if open_now > self.max_connections and not probe:
-            return error_response(503, "overloaded", f"this server has {open_now} connections open, over its limit "
-                                  f"of {self.max_connections} ({Settings.flag('max_connections')}); retry shortly",
-                                  CLOSE)
+        if self.service.serving >= self.max_connections and not probe:
+            return error_response(503, "overloaded", f"this server is serving {self.service.serving} connections, its "
+                                  f"limit ({Settings.flag('max_connections')}); retry shortly", CLOSE)
         if self.key is not None and not is_public(path) and not self._authorized(scope):
             return error_response(401, "unauthorized", "this server needs an API key: send 'Authorization: Bearer KEY' "
                                   "or 'X-API-Key: KEY'", {"WWW-Authenticate": 'Bearer realm="bertkit"'})

@@ -153,7 +153,8 @@ class Metrics:
     """Everything /metrics reports; the app and the batchers record into it."""
 
     def __init__(self, queue_depths: Callable[[], dict[str, int]] = dict, in_flight: Callable[[], int] = lambda: 0,
-                 draining: Callable[[], bool] = lambda: False, connections: Callable[[], int] = lambda: 0) -> None:
+                 draining: Callable[[], bool] = lambda: False, connections: Callable[[], int] = lambda: 0,
+                 serving: Callable[[], int] = lambda: 0) -> None:
         self.requests = Counter("bertkit_requests_total", "HTTP requests by endpoint and status code "
                                 "(499: the client left before the answer).", ("endpoint", "status"))
         self.latency = Histogram("bertkit_request_duration_seconds", "HTTP request latency, first byte in to last byte out.",
@@ -173,7 +174,8 @@ class Metrics:
             Gauge("bertkit_queue_depth", "Requests waiting to be batched, by task.",
                   lambda: {(k,): v for k, v in queue_depths().items()}, ("task",)),
             Gauge("bertkit_requests_in_flight", "HTTP requests being handled now.", in_flight),
-            Gauge("bertkit_open_connections", "Open client connections (--max-connections caps them).", connections),
+            Gauge("bertkit_open_connections", "Open client connections, idle keep-alive ones included.", connections),
+            Gauge("bertkit_connections_served", "Connections being served now (--max-connections caps them).", serving),
             Gauge("bertkit_draining", "1 while the server is shutting down.", lambda: float(draining())),
             Gauge("bertkit_start_time_seconds", "Unix time the server started.", lambda: self._started),
         ]

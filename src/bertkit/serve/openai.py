@@ -30,7 +30,8 @@ def request_model(max_texts: int, max_chars: int) -> type[BaseModel]:
     }
     for spec in specs(LongOptions):  # an over-long input is refused (422) unless a long strategy is asked for
         fields[spec.name] = (_limited(spec.annotation, max_texts, max_chars), Field(spec.default, description=spec.help))
-    config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"input": ["A sentence to embed."],
+    # Strict, as OpenAI's schema is: "dimensions": "384" is a string, not a number.
+    config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"input": ["A sentence to embed."],
                                                                            "model": "bertkit"}]})
     return create_model("EmbeddingsRequest", __config__=config, **fields)
 

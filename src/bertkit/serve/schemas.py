@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from bertkit.options import specs
-from bertkit.serve.settings import Settings
+from bertkit.serve.settings import PRECISION_HEADER, Settings
 from bertkit.tasks.base import Task
 
 STRICT = ConfigDict(extra="forbid", strict=True)
@@ -62,6 +62,8 @@ class ModelInfo(Body):
     model: str = Field(description="what the server was started with: alias, folder or hub id")
     folder: Optional[str]
     device: str
+    precision: str = Field(description="the arithmetic every answer runs at: fp32, bf16 or int8 (--precision); each "
+                                       f"answer also carries it in the {PRECISION_HEADER} header")
     parameters: int
     heads: list[str]
     labels: list[str]

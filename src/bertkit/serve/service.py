@@ -10,8 +10,8 @@ from bertkit.serve.batcher import Batcher, Closed, Overloaded, Worker
 from bertkit.serve.errors import ServeError
 from bertkit.serve.metrics import Metrics
 from bertkit.serve.settings import Settings
+from bertkit.index import check_model, open_index
 from bertkit.tasks.base import Item, Prepared, Task, make_options, prepare, run_items
-from bertkit.tasks.search import open_index
 from bertkit.windows import SAVED, Strategy
 
 if TYPE_CHECKING:
@@ -28,20 +28,20 @@ class Service:
         self.settings = settings or Settings()
         self.tasks = {t.name: t for t in (tasks if tasks is not None else registered())}
         if self.settings.index:  # an index another model built is refused at start, not at the first search
-            from bertkit.index.build import check_model
-
-            check_model(open_index(self.settings.index).manifest, model)
+            check_model(open_index(self.settings.index).manifest, model)  # (and the model's fingerprint is taken once)
         self.max_batch_tokens = self.settings.max_batch_tokens or model.default_batch_tokens
         # The default budget lets any request of plain texts through: only what multiplies sequences can exceed it.
         self.max_request_tokens = self.settings.max_request_tokens or self.settings.max_texts * model.max_length
         self.worker = Worker()
         self.ready = False
         self.draining = False
-        self.in_flight = 0
+        self.in_flight = 0  # requests in the gate, refused ones included
+        self.serving = 0  # requests the gate has taken on and not yet answered (what --max-connections caps)
         self.paths: set[str] = set()  # the app's routes, so metrics can name known endpoints (set by create_app)
         self.connections: Callable[[], int] = lambda: 0  # open connections, told by the runner (none in-process)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.metrics = Metrics(self.queue_depths, lambda: self.in_flight, lambda: self.draining, lambda: self.connections())
+        self.metrics = Metrics(self.queue_depths, lambda: self.in_flight, lambda: self.draining, lambda: self.connections(),
+                               lambda: self.serving)
         self.batchers = {
             task.name: Batcher(task.name, self._runner(task), self.worker, self.max_batch_tokens,
                                self.settings.max_wait_ms / 1000, self.settings.batching, self.settings.max_queue,
@@ -105,11 +105,12 @@ class Service:
         return make_options(task, given | (task.server_options(self.settings) or {}))
 
     def info(self) -> dict:
-        from bertkit.tasks.embeddings import embed_max_length
+        from bertkit.tasks.embed import embed_max_length
 
         m, sentence = self.model, self.model.sentence_config
         return {
             "model": m.source, "folder": str(m.folder) if m.folder else None, "device": str(m.device),
+            "precision": m.precision,
             "parameters": m.num_parameters(), "heads": list(m.network.heads), "labels": list(m.labels),
             "max_length": m.max_length, "sentence_transformers": sentence or None, "config": m.config.to_dict(),
             "endpoints": {f"/v1/{t}": ok for t, ok in self.available().items()},
@@ -176,8 +177,8 @@ class Service:
         if size > cap:
             raise ServeError(422, "limit_exceeded",
                              f"the answer would take about {size:,} bytes, over this server's limit of {cap:,} "
-                             f"({self.settings.flag('max_answer_bytes')}); ask for less in one request (fewer texts, "
-                             "masks or candidates per mask (top_k), or sentences in a matrix)")
+                             f"({self.settings.flag('max_answer_bytes')}); ask for less in one request "
+                             f"({task.smaller_answer})")
 
     def _over_budget(self, tokens: int, budget: int) -> ServeError:
         return ServeError(422, "limit_exceeded",

@@ -9,6 +9,7 @@ from bertkit.errors import OptionError
 from bertkit.options import Options, flag_name, option
 
 API_KEY_ENV = "BERTKIT_API_KEY"
+PRECISION_HEADER = "X-Bertkit-Precision"  # on every answer: the arithmetic the model ran at (--precision)
 MIB = 1024 * 1024
 
 
@@ -46,8 +47,9 @@ class Settings(Options):
                                         "POST /v1/search from", default_help="none: /v1/search is off")
     # -- load -------------------------------------------------------------------------------------------
     max_queue: int = option(1024, "requests waiting per task; one more is answered 503", ge=1)
-    max_connections: int = option(128, "open connections; a request arriving on one past this is answered 503 "
-                                       "(memory is about this many times the largest request's)", ge=1)
+    max_connections: int = option(128, "connections served at once (a request being read, run or answered; idle "
+                                       "keep-alive connections do not count); one more is answered 503 (memory is "
+                                       "about this many times the largest request's)", ge=1)
     # -- slow and idle clients ------------------------------------------------------------------------------
     header_timeout: float = option(10.0, "seconds a client has to send a request's headers, from connecting or "
                                          "from the end of its previous request; then the connection is closed", gt=0)

@@ -16,15 +16,19 @@ that map rows to rows, table files and corpus mode. The stages:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from bertkit.errors import BertkitError, OverBudget
 from bertkit.inputs import as_text_list, check_pairs, no_tokens_problem, row_problem, warn_truncated
 from bertkit.options import specs
+from bertkit.table_files import TABLE_OUTPUTS, write_table
 from bertkit.tokenizer import Encoding
-from bertkit.windows import SAVED, Document, Plan, split_document
+from bertkit.windows import SAVED, Document, Plan, read_inputs, shift_offsets, split_document
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from bertkit.batching import Batch
     from bertkit.model import Model
 
@@ -99,7 +103,7 @@ class Prepared:
         return [len(d.windows) if d is not None else 0 for d in self.documents]
 
     def warn(self) -> None:
-        warn_truncated(self.truncated, self.limit)
+        warn_truncated(self.truncated, self.limit, [d.unread if d is not None else 0 for d in self.documents])
 
     @property
     def tokens(self) -> int:
@@ -114,24 +118,41 @@ class Prepared:
 
 
 class Task:
-    """The declaration of one task; subclasses set the class attributes and override the stages they need."""
+    """The declaration of one task: every attribute and hook a front end reads, with its default.
 
+    A subclass sets the class attributes that differ and overrides the hooks it needs; nothing else
+    is looked for. So this class is the whole contract: what a task is called and takes, what it can
+    do besides answering (table files, a plot, extra Model methods, a model of its own), and its
+    three stages. Front ends read these names and never ask a task whether it has something.
+    """
+
+    # -- what it is (required: `register` refuses a task without them) ----------------------------------
     name: ClassVar[str]  # the CLI command and the endpoint: "fill-mask" -> `bertkit fill-mask`, POST /v1/fill-mask
     method: ClassVar[str]  # the Model method: "fill_mask"
     summary: ClassVar[str]  # one line for --help, the API docs and /docs
     Options: ClassVar[type]  # a dataclass of `bertkit.options.option` fields
-    head: ClassVar[Head | None] = None
+    Response: ClassVar[Any] = None  # the JSON payload's type, for the server's published schema
+    example: ClassVar[dict] = {}  # a ready-to-send request body for /docs
+
+    # -- what it takes ------------------------------------------------------------------------------------
+    head: ClassVar[Head | None] = None  # the head a checkpoint needs (None: the encoder alone)
     input_name: ClassVar[str] = "texts"  # the main input's parameter and request field
     pair_name: ClassVar[str | None] = None  # a second text per text ("pairs"), if the task takes one
+    leading: ClassVar[tuple[str, ...]] = ()  # the Model method's first parameters (default: the input)
     min_inputs: ClassVar[int] = 1  # the server's lower bound on the number of texts
-    uses_network: ClassVar[bool] = True
+    uses_network: ClassVar[bool] = True  # False: no forward pass (tokenize), so no batching or --batch-tokens
     flags_rows: ClassVar[bool] = False  # API answers carry a per-row `error` rather than raising for bad rows
     aggregations: ClassVar[tuple[str, ...]] = ()  # how chunked texts' windows may be combined, the default first
     window_segment: ClassVar[int] = 0  # with pairs, which text long strategies cut (the other stays whole)
-    leading: ClassVar[tuple[str, ...]] = ()  # the Model method's first parameters (default: the input)
-    table: ClassVar[bool] = False  # rows in, rows out: table files (--input/--output) and corpus mode
-    example: ClassVar[dict] = {}  # a ready-to-send request body for /docs
-    Response: ClassVar[Any] = None  # the JSON payload's type, for the server's published schema
+
+    # -- what it can do besides answering (each off unless declared) -----------------------------------
+    table: ClassVar[bool] = False  # rows in, rows out: table files (--input/--output), corpus mode, Ray; see `columns`
+    output_formats: ClassVar[tuple[str, ...]] = TABLE_OUTPUTS  # table tasks: the --output FILE kinds `write_output` takes
+    methods: ClassVar[dict[str, Callable]] = {}  # more Model methods the task installs beside its own: name -> function
+    plot_needs: ClassVar[dict[str, Any]] = {}  # options --plot implies (similarity: matrix=True); see `plot`
+    server_needs: ClassVar[str] = ""  # what a server must be started with to serve the task (see `server_options`)
+    # How to ask for a smaller answer, said when a server refuses one over its --max-answer-bytes.
+    smaller_answer: ClassVar[str] = "fewer texts, masks or candidates per mask (top_k), or sentences in a matrix"
 
     # -- prepare ------------------------------------------------------------------------------------
     def arrange(self, texts: list, pairs: list | None, options: Any) -> tuple[list, list | None]:
@@ -163,14 +184,10 @@ class Task:
         return answer
 
     def human(self, payload: Any, prepared: Prepared) -> str:
-        """The answer for a terminal."""
+        """The answer for a terminal (the command line escapes control characters in it; see bertkit.terminal)."""
         import json
 
         return json.dumps(payload, ensure_ascii=False, indent=2)
-
-    def columns(self, model: "Model", prepared: Prepared, results: list, options: Any) -> dict[str, list]:
-        """Table tasks: output columns, one value per input row (None where the row was flagged)."""
-        raise NotImplementedError(f"{self.name} does not write tables")
 
     def answer_size(self, model: "Model", prepared: Prepared, options: Any) -> int:
         """About how many bytes the JSON answer will take, known before any batch runs.
@@ -180,6 +197,48 @@ class Task:
         per text) say so here. The default allows a few numbers per token.
         """
         return 64 * (len(prepared.texts) + prepared.tokens)
+
+    # -- table tasks (`table = True`) -------------------------------------------------------------------
+    def columns(self, model: "Model", prepared: Prepared, results: list, options: Any) -> dict[str, list]:
+        """Output columns, one value per input row (None where the row was flagged)."""
+        raise NotImplementedError(f"{self.name} does not write tables")
+
+    def write_output(self, path: str | Path, table: "pd.DataFrame", text_column: str) -> Path:
+        """Write a file run's table (input columns and `columns`) to `path`, one of `output_formats`; returns it."""
+        return write_table(table, path)
+
+    def summarize(self, table: "pd.DataFrame") -> dict:
+        """The task's own counts after a file run, added to the rows, flagged and truncated counts (predict: labels)."""
+        return {}
+
+    def human_summary(self, summary: dict) -> str:
+        """The task's line about `summarize`'s counts for a terminal ("": nothing to add)."""
+        return ""
+
+    # -- a plot (a task that overrides `plot` draws one: its command takes --plot FILE.png) ---------------
+    def plot(self, answer: Any, path: str, options: Any) -> None:
+        """Draw the answer (as `present` gave it) to a PNG file."""
+        raise NotImplementedError(f"{self.name} draws no plot")
+
+    @property
+    def plots(self) -> bool:
+        """Whether the task draws its answer (it overrides `plot`)."""
+        return type(self).plot is not Task.plot
+
+    # -- the model and the server -------------------------------------------------------------------------
+    def model_for(self, options: Any) -> str | None:
+        """The model to load when none is given, read from the options (search: the index's); None: the caller's."""
+        return None
+
+    @property
+    def names_its_model(self) -> bool:
+        """Whether the options name the model to load (the task overrides `model_for`): its command needs no --model."""
+        return type(self).model_for is not Task.model_for
+
+    def server_options(self, settings: Any) -> dict | None:
+        """Options a server fixes for every request from its own settings (search: the index); None: it cannot serve
+        this task as started (the reason is `server_needs`)."""
+        return {}
 
     # -- facts derived from the declaration -----------------------------------------------------
     @property
@@ -193,19 +252,19 @@ class Task:
     def available(self, model: "Model") -> bool:
         return self.head is None or self.head.present_in(model)
 
-    def server_options(self, settings: Any) -> dict | None:
-        """Options a server fixes for every request from its own settings (search: the index); None: it cannot serve
-        this task as started (the reason is `server_needs`)."""
-        return {}
-
-    server_needs: ClassVar[str] = ""  # what a server must be started with to serve the task, when it may lack it
-
     def require_head(self, model: "Model") -> None:
         if not self.available(model):
             raise BertkitError(missing_head_message(self, model))
 
+    def undeclared(self) -> list[str]:
+        """The required declarations this task lacks (`register` refuses it while any is missing)."""
+        return [attr for attr in REQUIRED if not getattr(self, attr, None)]
+
     def __repr__(self) -> str:
         return f"<task {self.name}>"
+
+
+REQUIRED = ("name", "method", "summary", "Options")  # what every task must declare
 
 
 def missing_head_message(task: Task, model: "Model") -> str:
@@ -286,16 +345,31 @@ def limit(task: Task, model: "Model", options: Any, plan: Plan) -> int:
 
 def documents(model: "Model", texts: list[str], pairs: list[str] | None, limit: int, plan: Plan,
               segment: int = 0, spend: Callable[[int], None] | None = None) -> list[Document]:
-    """Tokenize once and cut each text into the sequences its long-document plan asks for (bertkit.windows)."""
+    """Tokenize once and cut each text into the sequences its long-document plan asks for (bertkit.windows).
+
+    Only what the plan keeps is read of a long text (bertkit.windows.read_text): memory per text is
+    bounded by its window, not by its length.
+    """
+    tok = model.tokenizer
+    segment = segment if pairs is not None else 0
+    windowed, whole = (texts, pairs) if segment == 0 else (pairs, texts)
+    readings, others = read_inputs(tok.count_tokens, windowed, whole, plan, limit)
+    read = [r.text for r in readings]
+    read_whole = None if others is None else [r.text for r in others]
+    read_texts, read_pairs = (read, read_whole) if segment == 0 else (read_whole, read)
     if plan.long == "truncate" and plan.side == "right":  # the tokenizer's own truncation: what every release did
-        found = model.tokenizer.encode_batch(texts, pairs, max_length=limit)
+        found = tok.encode_batch(read_texts, read_pairs, max_length=limit)
         if spend is not None:
             spend(sum(len(e) for e in found))
-        return [Document([e], [0], e.n_truncated) for e in found]
-    tok = model.tokenizer
+        docs = []
+        for e, *parts in zip(found, readings, *([others] if others else [])):
+            e.n_truncated += sum(r.gap_tokens or 0 for r in parts)  # what the tokenizer never saw, counted
+            docs.append(Document([e], [0], e.n_truncated, unread=sum(r.unread for r in parts)))
+        return docs
     specials = tok.special_tokens
-    return [split_document(full, limit, plan, tok.cls_id, tok.sep_id, specials["cls_token"], specials["sep_token"],
-                           segment, spend) for full in tok.encode_batch(texts, pairs)]
+    return [split_document(shift_offsets(full, r, segment), limit, plan, tok.cls_id, tok.sep_id,
+                           specials["cls_token"], specials["sep_token"], segment, spend, r)
+            for full, r in zip(tok.encode_batch(read_texts, read_pairs), readings)]
 
 
 def execute(task: Task, model: "Model", prepared: Prepared, options: Any, batch_tokens: int | None = None) -> list:

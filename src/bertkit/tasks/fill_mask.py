@@ -13,6 +13,7 @@ from bertkit.batching import Batch
 from bertkit.errors import BertkitError, OptionError
 from bertkit.options import option
 from bertkit.tasks.base import JSON_NUMBER, Head, Item, Prepared, Task, closed
+from bertkit.terminal import shown
 from bertkit.windows import Document, LongOptions, best_window
 
 if TYPE_CHECKING:
@@ -54,8 +55,8 @@ class _Mask:
 
 
 @dataclass
-class _Plan:
-    """How present finds each answer: per text, its masks, and which items hold their scores."""
+class _Layout:
+    """Where present finds each answer: per text, its masks, and which items hold their scores."""
 
     masks: list[list[_Mask]]
     chains: dict[tuple[int, int, int], list[int]]  # (text, mask, target) -> items whose log-probs add up
@@ -110,7 +111,7 @@ class FillMask(Task):
     def prepare(self, model: "Model", prepared: Prepared, options: FillMaskOptions) -> None:
         targets = parse_targets(model, options.targets) if options.targets is not None else None
         base = targets is None or any(len(t.ids) == 1 for t in targets)
-        plan = _Plan([], {}, targets)
+        layout = _Layout([], {}, targets)
         items: list[Item] = []
         for i, (text, document) in enumerate(zip(prepared.texts, prepared.documents)):
             found = _masks_by_window(model, document)
@@ -130,10 +131,10 @@ class FillMask(Task):
                     if len(target.ids) > 1:
                         n = len(target.ids)  # n sequences, each the window with one mask grown to n
                         prepared.budget.spend(n * (len(document.windows[w].ids) + n - 1))
-                        plan.chains[(i, j, t)] = list(range(len(items), len(items) + n))
+                        layout.chains[(i, j, t)] = list(range(len(items), len(items) + n))
                         items += _chain_items(model, document.windows[w], i, pos, target)
-            plan.masks.append([m for _, _, m in masks])
-        prepared.items, prepared.state = items, plan
+            layout.masks.append([m for _, _, m in masks])
+        prepared.items, prepared.state = items, layout
 
     # -- step -------------------------------------------------------------------------------------
     def step(self, model: "Model", batch: Batch, items: list[Item], options: FillMaskOptions) -> list:
@@ -160,18 +161,18 @@ class FillMask(Task):
 
     # -- present ----------------------------------------------------------------------------------
     def present(self, model: "Model", prepared: Prepared, results: list, options: FillMaskOptions) -> list[FillMaskResult]:
-        plan: _Plan = prepared.state
+        layout: _Layout = prepared.state
         answers = []
-        for i, (text, masks) in enumerate(zip(prepared.texts, plan.masks)):
-            if plan.targets is None:
+        for i, (text, masks) in enumerate(zip(prepared.texts, layout.masks)):
+            if layout.targets is None:
                 per_mask = []
                 for mask in masks:
                     values, ids = results[mask.item]
                     per_mask.append([{"token": model.tokenizer.id_to_token(t), "id": t, "score": s}
                                      for s, t in zip(values[mask.row].tolist(), ids[mask.row].tolist())])
             else:
-                per_mask = [sorted((_target_row(model, target, _log_prob(plan, results, i, j, t))
-                                    for t, target in enumerate(plan.targets)), key=lambda r: -r["score"])
+                per_mask = [sorted((_target_row(model, target, _log_prob(layout, results, i, j, t))
+                                    for t, target in enumerate(layout.targets)), key=lambda r: -r["score"])
                             for j in range(len(masks))]
             answers.append(Filled(per_mask, fill(text, [mask.span for mask in masks], per_mask)))
         return answers
@@ -182,22 +183,22 @@ class FillMask(Task):
 
     def answer_size(self, model: "Model", prepared: Prepared, options: FillMaskOptions) -> int:
         # Masks x candidates: a text of 500 [MASK]s with top_k 1000 would answer half a million candidates.
-        plan: _Plan = prepared.state
-        if plan.targets is None:
+        layout: _Layout = prepared.state
+        if layout.targets is None:
             per_mask = min(options.top_k, model.config.vocab_size) * (CANDIDATE_BYTES + 20)  # tokens are short
         else:
-            per_mask = sum(2 * CANDIDATE_BYTES + 2 * len(t.word) + sum(len(p) + 12 for p in t.pieces) for t in plan.targets)
-        masks = sum(len(m) for m in plan.masks)
+            per_mask = sum(2 * CANDIDATE_BYTES + 2 * len(t.word) + sum(len(p) + 12 for p in t.pieces) for t in layout.targets)
+        masks = sum(len(m) for m in layout.masks)
         return sum(2 * len(t) + 100 for t in prepared.texts) + masks * per_mask  # the text and `filled`, then the masks
 
     def human(self, payload: list[dict], prepared: Prepared) -> str:
         lines = []
         for row in payload:
-            lines.append(row["text"])
+            lines.append(shown(row["text"]))
             for j, cands in enumerate(row["masks"]):
-                shown = "  ".join(f"{c['token']} {c['score']:.4g}" for c in cands)
-                lines.append(f"  mask {j + 1}: {shown}")
-            lines.append(f"  filled: {row['filled']}")
+                ranked = "  ".join(f"{shown(c['token'])} {c['score']:.4g}" for c in cands)
+                lines.append(f"  mask {j + 1}: {ranked}")
+            lines.append(f"  filled: {shown(row['filled'])}")
         return "\n".join(lines)
 
 
@@ -280,13 +281,13 @@ def _chain_items(model: "Model", enc, owner: int, pos: int, target: _Target) -> 
                  _Probe([pos + k], [target.ids[k]])) for k in range(n)]
 
 
-def _log_prob(plan: _Plan, results: list, i: int, j: int, t: int) -> float:
-    target = plan.targets[t]
+def _log_prob(layout: _Layout, results: list, i: int, j: int, t: int) -> float:
+    target = layout.targets[t]
     if len(target.ids) == 1:
-        column = [u for u in plan.targets if len(u.ids) == 1].index(target)
-        mask = plan.masks[i][j]
+        column = [u for u in layout.targets if len(u.ids) == 1].index(target)
+        mask = layout.masks[i][j]
         return float(results[mask.item][mask.row, column])
-    return float(sum(results[k][0] for k in plan.chains[(i, j, t)]))
+    return float(sum(results[k][0] for k in layout.chains[(i, j, t)]))
 
 
 def _target_row(model: "Model", target: _Target, log_prob: float) -> dict:

@@ -15,15 +15,15 @@ _INSTALLED: dict[str, str] = {}  # Model attribute -> the task that installed it
 def register(task: Task | type[Task]) -> Task:
     """Add a task: `model.<method>(...)`, `bertkit <name>` and `POST /v1/<name>` all come from it. Returns the instance."""
     task = task() if isinstance(task, type) else task
-    for attr in ("name", "method", "summary", "Options"):
-        if not getattr(task, attr, None):
-            raise TypeError(f"{type(task).__name__} must declare {attr}")
+    missing = task.undeclared()
+    if missing:
+        raise TypeError(f"{type(task).__name__} must declare {', '.join(missing)}")
     clash = next((t for t in _TASKS.values() if t.method == task.method and t.name != task.name), None)
     if clash is not None:
         raise ValueError(f"task {task.name!r}: method {task.method!r} is already task {clash.name!r}'s")
     _TASKS[task.name] = task
     _install(task.method, _task_method(task), task.name)
-    for name, fn in getattr(task, "methods", {}).items():
+    for name, fn in task.methods.items():
         _install(name, fn, task.name)
     return task
 

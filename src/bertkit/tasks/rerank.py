@@ -10,6 +10,7 @@ from typing_extensions import TypedDict  # pydantic reads typing's only from Pyt
 from bertkit.batching import Batch
 from bertkit.options import REQUIRED, option
 from bertkit.tasks.base import Head, Item, Prepared, Task, closed
+from bertkit.terminal import shown
 from bertkit.windows import LongOptions, weights
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class Rerank(Task):
         return ranked[: options.top_k] if options.top_k else ranked
 
     def human(self, payload: list[dict], prepared: Prepared) -> str:
-        return "\n".join(f"{r['score']:8.4f}  #{r['index']:<4} {prepared.texts[r['index']][:80]}" for r in payload)
+        return "\n".join(f"{r['score']:8.4f}  #{r['index']:<4} {shown(prepared.texts[r['index']][:80])}" for r in payload)
 
     def answer_size(self, model: "Model", prepared: Prepared, options: Any) -> int:
         return 64 * len(prepared.texts) + (sum(len(t) for t in prepared.texts) if options.return_text else 0)

@@ -1,24 +1,22 @@
 """Search: embed queries like the index's rows were embedded, find their nearest rows, optionally rerank with a cross-encoder."""
 from __future__ import annotations
 
-import argparse
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
 from bertkit.batching import Batch
-from bertkit.errors import BertkitError
-from bertkit.index.ann import EXACT_BELOW
+from bertkit.index import EXACT_BELOW, check_model, open_index
 from bertkit.options import REQUIRED, option
 from bertkit.tasks.base import Item, Prepared, Task, closed
+from bertkit.tasks.registry import get
+from bertkit.terminal import shown
 from bertkit.windows import LongOptions
 
 if TYPE_CHECKING:
-    from bertkit.index import VectorIndex
     from bertkit.model import Model
 
 
@@ -69,19 +67,13 @@ class Search(Task):
     Response = list[SearchRow]
 
     def prepare(self, model: "Model", prepared: Prepared, options: SearchOptions) -> None:
-        from bertkit.index.build import check_model
-
-        check_model(open_index(options.index).manifest, model)
+        check_model(open_index(options.index).manifest, model)  # the fingerprint is the model's, taken once
         super().prepare(model, prepared, options)
 
     def step(self, model: "Model", batch: Batch, items: list[Item], options: SearchOptions) -> list[torch.Tensor]:
-        from bertkit.tasks import get
-
         return get("embed").step(model, batch, items, self._embed_options(options))
 
     def present(self, model: "Model", prepared: Prepared, results: list, options: SearchOptions) -> list[list[dict]]:
-        from bertkit.tasks import get
-
         index = open_index(options.index)
         vectors = get("embed")._per_text(model, prepared, results, self._embed_options(options))
         found = max(options.top_k, self.candidates(options)) if options.rerank else options.top_k
@@ -98,10 +90,10 @@ class Search(Task):
     def human(self, payload: list[dict], prepared: Prepared) -> str:
         lines = []
         for row in payload:
-            lines.append(row["query"])
+            lines.append(shown(row["query"]))
             for hit in row["hits"]:
                 extra = f"  rerank {hit['rerank_score']:.4f}" if "rerank_score" in hit else ""
-                lines.append(f"  {hit['score']:.4f}{extra}  {hit['id']}  {(hit['text'] or '')[:80]}")
+                lines.append(f"  {hit['score']:.4f}{extra}  {shown(hit['id'])}  {shown((hit['text'] or '')[:80])}")
         return "\n".join(lines)
 
     def answer_size(self, model: "Model", prepared: Prepared, options: SearchOptions) -> int:
@@ -123,52 +115,15 @@ class Search(Task):
 
     @staticmethod
     def _embed_options(options: SearchOptions):
-        from bertkit.tasks.embeddings import EmbedOptions
+        from bertkit.tasks.embed import EmbedOptions
 
         manifest = open_index(options.index).manifest
         return EmbedOptions(pooling=manifest.pooling, normalize=manifest.normalize)
 
-    # -- the command line's evaluation mode ------------------------------------------------------------
-    def cli_flags(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--eval", metavar="QRELS", help="score the index on a file of queries and their relevant "
-                            "ids (columns query, relevant: ids joined by commas): recall@top-k, MRR@10, nDCG@10, "
-                            "and the graph's recall against exact search")
 
-    def cli_run(self, args: argparse.Namespace, options: SearchOptions) -> dict | None:
-        if not getattr(args, "eval", None):
-            return None
-        from bertkit.cli.common import load_model
-        from bertkit.index.evaluate import evaluate, read_qrels
-
-        queries, relevant = read_qrels(args.eval)
-        return evaluate(load_model(args), options, queries, relevant, batch_tokens=args.batch_tokens)
-
-    def human_cli(self, report: dict) -> str:
-        from bertkit.index.evaluate import format_report
-
-        return format_report(report)
-
-
-# -- indexes and cross-encoders, opened once per process --------------------------------------------------
-_OPEN: dict[str, tuple[float, "VectorIndex"]] = {}
+# -- cross-encoders, loaded once per process (indexes are opened once by bertkit.index.open_index) -----------
 _CROSS: dict[tuple[str, str], "Model"] = {}
 _LOCK = threading.Lock()
-
-
-def open_index(folder: str) -> "VectorIndex":
-    """The index in `folder`, reopened when its manifest changed since (another process added rows)."""
-    from bertkit.index import VectorIndex
-    from bertkit.index.store import MANIFEST
-
-    manifest = Path(folder) / MANIFEST
-    if not manifest.exists():
-        raise BertkitError(f"{folder} holds no index (no {MANIFEST}); build one with `bertkit index build`")
-    stamp = manifest.stat().st_mtime_ns
-    with _LOCK:
-        known = _OPEN.get(str(folder))
-        if known is None or known[0] != stamp:
-            _OPEN[str(folder)] = (stamp, VectorIndex.open(folder))
-        return _OPEN[str(folder)][1]
 
 
 def _reranked(cross_name: str, model: "Model", query: str, hits: list[dict], top_k: int) -> list[dict]:

@@ -1,22 +1,16 @@
-"""Rows in, rows out: a table task over a DataFrame (every row kept, in order, bad rows flagged) and table files."""
+"""Rows in, rows out: a table task over a DataFrame (every row kept, in order, bad rows flagged), and a file run's summary."""
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from bertkit.errors import BertkitError
-from bertkit.paths import output_file
+from bertkit.table_files import write_table  # noqa: F401  (predict_table's callers write through this module)
 from bertkit.tasks.base import Prepared, Task, execute, make_options, prepare
 
 if TYPE_CHECKING:
     from bertkit.model import Model
-
-TABLE_OUTPUTS = (".csv", ".jsonl", ".json", ".parquet")
 
 
 def text_column(frame: pd.DataFrame, given: str | None, what: str = "text", param: str = "text_column") -> str:
@@ -58,45 +52,8 @@ def _table_tasks() -> list[Task]:
     return [t for t in tasks() if t.table]
 
 
-def write_table(table: pd.DataFrame, path: str | Path, what: str = "results", param: str = "output") -> Path:
-    """Write by extension: .csv, .jsonl, .json (a list of objects) or .parquet."""
-    path, suffix = output_file(path, TABLE_OUTPUTS, what, param)
-    if suffix == ".parquet":
-        table.to_parquet(path, index=False)
-        return path
-    if suffix == ".csv":
-        flat = table.copy()
-        for name in flat.columns:  # one cell per row: lists joined like the training data's label separator
-            if flat[name].map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
-                flat[name] = [",".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else v for v in flat[name]]
-        flat.to_csv(path, index=False)
-        return path
-    records = [jsonable(r) for r in table.to_dict(orient="records")]
-    if suffix == ".jsonl":
-        path.write_text("".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records), encoding="utf-8")
-    else:
-        path.write_text(json.dumps(records, ensure_ascii=False, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    return path
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON values: numpy scalars and arrays become numbers and lists; NaN (pandas' missing value) becomes null."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return value
-
-
 def summary(task: Task, table: pd.DataFrame, output: str | None = None) -> dict:
     """What a user wants after a file run: rows, flagged rows, truncated rows, and the task's own counts."""
     out = {"output": output, "rows": len(table), "errors": int(table["error"].notna().sum()),
            "truncated": int((table["truncated"] > 0).sum()) if "truncated" in table else 0}
-    summarize = getattr(task, "summarize", None)
-    return out | (summarize(table) if summarize else {})
+    return out | task.summarize(table)

@@ -9,6 +9,7 @@ from typing_extensions import TypedDict  # pydantic reads typing's only from Pyt
 
 from bertkit.options import option
 from bertkit.tasks.base import Prepared, Task, closed
+from bertkit.terminal import shown
 from bertkit.tokenizer import Encoding
 from bertkit.windows import Aggregation, LongOptions, content_length
 
@@ -76,7 +77,7 @@ class Tokenize(Task):
     def human(self, payload: list[dict], prepared: Prepared) -> str:
         lines = []
         for row in payload:
-            lines.append(" ".join(row["tokens"]))
+            lines.append(" ".join(shown(t) for t in row["tokens"]))
             lines.append(" ".join(str(i) for i in row["ids"]))
             if row["n_truncated"]:
                 lines.append(f"(truncated: {row['n_truncated']} tokens cut)")

@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from bertkit.batching import Batch, pack, plan_batches
+from bertkit.batching import Batch, group_by_budget, pack
 from bertkit.data import TextDataset
 from bertkit.errors import BertkitError, OptionError
 from bertkit.inputs import warn_truncated
@@ -155,7 +155,7 @@ class BatchStream:
         self.labels = labels
         self.lengths = [len(e) for e in encodings]
         longest = max(self.lengths)
-        # A batch-size-only plan still needs a token cap for plan_batches; size x longest never binds.
+        # A batch-size-only plan still needs a token cap for group_by_budget; size x longest never binds.
         self.max_tokens = batch_tokens if batch_tokens is not None else batch_size * longest
         if self.max_tokens < longest:
             raise BertkitError(f"--batch-tokens {batch_tokens} is smaller than the longest example "
@@ -177,7 +177,7 @@ class BatchStream:
         """Example indices of each batch of `epoch`, in the order they are trained on."""
         if epoch not in self._plans:
             seed = random.Random(f"{self.base_seed}:{epoch}").getrandbits(63)
-            self._plans[epoch] = plan_batches(self.lengths, self.max_tokens, self.batch_size,
+            self._plans[epoch] = group_by_budget(self.lengths, self.max_tokens, self.batch_size,
                                               shuffle=self.shuffle, seed=seed, bucket_size=self.bucket_size)
             while len(self._plans) > 4:  # plans are cheap to rebuild; keep only the newest few
                 del self._plans[next(iter(self._plans))]

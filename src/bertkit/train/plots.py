@@ -7,28 +7,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-# Figures are built with matplotlib.figure.Figure and rendered by the Agg canvas directly, never through
-# pyplot: no GUI window, no global figure list to leak, and no backend switch that would disturb a
-# notebook or other code in the same process that already chose one.
-
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-PLOT_FORMATS = (".png",)  # every plot is a PNG, whatever the file is called
-
-
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format=PLOT_FORMATS[0][1:], bbox_inches="tight")
-    return path
+from bertkit.plots import PLOT_FORMATS  # noqa: F401  (re-exported: where the command line reads it today)
+from bertkit.plots import figure as _figure
+from bertkit.plots import save as _save
 
 
 def _number(value: Any) -> float | None:

@@ -6,9 +6,13 @@ const PALETTE = 8; // word colours .w0 ... .w7 in playground.css
 const state = {key: sessionStorage.getItem(KEY_STORE), model: null, started: false};
 
 // -- what each panel sends and draws -----------------------------------------------------------------
+// The panels are the server's: one per endpoint /v1/model lists. A task drawn in a way of its own has its
+// section in index.html and its entry here; any other task gets a panel built from its request schema
+// (taskPanel), its answer shown as JSON.
 // `own`: request fields the panel's own inputs fill; every other field of the request schema becomes an
 // option control, shown at once when `main` names it and under "More options" otherwise. `choices`:
-// values the schema cannot list (a layer's range depends on the model).
+// values the schema cannot list (a layer's range depends on the model). `setUp`: extra controls to build
+// once the model is known.
 const PANELS = {
   tokenize: {
     own: ["texts", "pairs"],
@@ -38,6 +42,12 @@ const PANELS = {
     own: ["texts", "pairs"],
     body: (p) => ({texts: lines(p, "predict-texts")}),
     render: renderPredictions,
+  },
+  attention: {
+    own: ["texts", "pairs", "layers", "heads"], // the grid shows every layer and head, so the page asks for all
+    body: (p) => withPair({texts: [value(p, "attention-text")]}, value(p, "attention-pair")),
+    render: renderAttention,
+    setUp: setUpAttentionView,
   },
 };
 
@@ -101,7 +111,11 @@ async function start() {
   state.started = true;
   document.getElementById("page-error").hidden = true;
   document.getElementById("model-line").textContent = describeModel(state.model);
-  await Promise.all(Object.keys(PANELS).map((id) => setUpPanel(document.getElementById(id), openapi)));
+  for (const path of Object.keys(state.model.endpoints)) {
+    const name = path.replace(/^\/v1\//, "");
+    if (!document.getElementById(name)) document.querySelector("main.panels").append(taskPanel(name, openapi));
+  }
+  await Promise.all([...document.querySelectorAll("main.panels > .panel")].map((s) => setUpPanel(s, openapi)));
   document.body.dataset.ready = "true";
 }
 
@@ -117,11 +131,17 @@ function describeModel(m) {
 }
 
 async function setUpPanel(section, openapi) {
-  const spec = PANELS[section.id];
   const endpoint = section.dataset.endpoint;
   const schema = requestSchema(openapi, `/${endpoint}`);
   if (!schema) return switchOff(section, `this server has no /${endpoint}`);
+  const spec = PANELS[section.id] || schemaSpec(section, schema);
+  section.spec = spec;
+  section.querySelector("form").addEventListener("submit", (event) => {
+    event.preventDefault(); // the page sends the request itself, as JSON
+    if (["ready", "done", "error"].includes(section.dataset.status)) run(section);
+  });
   section.readers = buildOptions(section, schema, spec);
+  if (spec.setUp) spec.setUp(section);
   if (!state.model.endpoints[`/${endpoint}`]) {
     // The server's own one-line reason (which head is missing, what it serves instead): it answers
     // an unsupported task with 400 before it even reads the body.
@@ -136,6 +156,60 @@ async function setUpPanel(section, openapi) {
   section.dataset.status = "ready";
 }
 
+// -- a panel for any other task, from its schema --------------------------------------------------------------
+// Its title is the task's name, its lead the endpoint's summary and description; every list of texts in its
+// request is a box of lines, prefilled from the schema's example; every other field an option control.
+function taskPanel(name, openapi) {
+  const op = operation(openapi, `/v1/${name}`) || {};
+  const section = document.getElementById("task-panel").content.firstElementChild.cloneNode(true);
+  const title = name.charAt(0).toUpperCase() + name.slice(1).replace(/-/g, " ");
+  section.id = name;
+  section.dataset.endpoint = `v1/${name}`;
+  section.setAttribute("aria-labelledby", `${name}-title`);
+  Object.assign(section.querySelector("h2"), {id: `${name}-title`, textContent: title});
+  const about = [op.summary, op.description].filter(Boolean).map((t) => t.replace(/`/g, "").replace(/\.?$/, "."));
+  section.querySelector(".lead").textContent = about.join(" ");
+  section.querySelector("legend").textContent = title;
+  return section;
+}
+
+function schemaSpec(section, schema) {
+  const example = (schema.examples || [])[0] || {};
+  const required = schema.required || [];
+  const lists = Object.entries(schema.properties || {}).filter(([, prop]) => isTextList(prop)).map(([name]) => name);
+  const box = section.querySelector(".inputs");
+  for (const name of lists) {
+    const id = `${section.id}-${name}`;
+    const prop = schema.properties[name];
+    const optional = required.includes(name) ? "" : " (optional)";
+    box.append(el("label", {for: id}, `${prop.title || name}, one per line${optional}`),
+               el("textarea", {id, rows: 3, required: required.includes(name), "aria-describedby": `${id}-help`}),
+               el("small", {id: `${id}-help`}, prop.description || ""));
+    box.querySelector(`#${id}`).value = (example[name] || []).join("\n");
+  }
+  return {
+    own: lists,
+    main: required,
+    body: (p) => Object.fromEntries(lists.map((name) => [name, lines(p, `${p.id}-${name}`)])
+                                         .filter(([name, v]) => v.length || required.includes(name))),
+    render: renderJson,
+    setUp: (p) => {
+      for (const [name, v] of Object.entries(example)) {
+        const input = p.querySelector(`#${p.id}-${name}`);
+        if (!lists.includes(name) && input && input.value === "" && typeof v !== "object") input.value = String(v);
+      }
+    },
+  };
+}
+
+function isTextList(prop) {
+  return (prop.anyOf || [prop]).some((k) => k.type === "array" && k.items && k.items.type === "string" && !k.items.enum);
+}
+
+function renderJson(data, out) {
+  out.append(el("pre", {class: "json"}, JSON.stringify(data, null, 2)));
+}
+
 function switchOff(section, reason) {
   section.classList.add("off");
   section.querySelector("fieldset").disabled = true;
@@ -145,8 +219,12 @@ function switchOff(section, reason) {
   section.dataset.status = "off";
 }
 
+function operation(openapi, path) {
+  return openapi.paths && openapi.paths[path] && openapi.paths[path].post;
+}
+
 function requestSchema(openapi, path) {
-  const op = openapi.paths && openapi.paths[path] && openapi.paths[path].post;
+  const op = operation(openapi, path);
   const schema = op && op.requestBody && op.requestBody.content["application/json"].schema;
   return schema ? resolve(openapi, schema) : null;
 }
@@ -220,7 +298,7 @@ function optionControl(id, prop, extraChoices, section) {
 
 // -- one request -----------------------------------------------------------------------------------------------
 async function run(section) {
-  const spec = PANELS[section.id];
+  const spec = section.spec;
   const output = section.querySelector(".output");
   const error = section.querySelector(".error");
   const button = section.querySelector("button[type=submit]");
@@ -381,7 +459,7 @@ function renderSentenceSimilarity(data, out, body) {
 }
 
 // -- Classify --------------------------------------------------------------------------------------------------
-function renderPredictions(rows, out) {
+function renderPredictions(rows, out, body) {
   for (const row of rows) {
     const box = el("div", {class: "prediction", "data-label": row.label ?? ""}, el("p", {class: "text"}, el("q", {}, row.text ?? "")));
     if (row.error) {
@@ -398,37 +476,130 @@ function renderPredictions(rows, out) {
       }
       if (row.truncated) box.append(el("p", {class: "note"}, `${row.truncated} tokens were cut from this text.`));
     }
-    const windows = longDocumentNote(row);
-    if (windows) box.append(windows);
+    if (row.windows > 1) {
+      box.append(el("p", {class: "note windows"}, `A long text: read in ${row.windows} windows, their scores combined`
+                                                  + (body.aggregate ? ` by ${body.aggregate}` : "")));
+    }
     out.append(box);
   }
 }
 
-// == Long documents: the place for what lands later =========================================================
-// Long-document classification adds `windows` (how many windows a long text was read in, or the windows
-// themselves) and may add `strategy` (how their scores were combined) to each predict row. Nothing shows
-// for a text read in one window; otherwise they show here, read loosely so the page need not change
-// with their exact shape.
-function longDocumentNote(row) {
-  const count = Array.isArray(row.windows) ? row.windows.length : row.windows;
-  if (!(count > 1) && row.strategy == null) return null;
-  const parts = [];
-  if (count != null) parts.push(`read in ${count} windows`);
-  if (row.strategy != null) parts.push(`combined by ${typeof row.strategy === "string" ? row.strategy : JSON.stringify(row.strategy)}`);
-  const note = el("details", {class: "windows"}, el("summary", {}, `Long text: ${parts.join(", ")}`));
-  if (Array.isArray(row.windows)) note.append(el("pre", {}, JSON.stringify(row.windows, null, 1)));
-  return note;
+// -- Attention --------------------------------------------------------------------------------------------------
+// The page asks for every layer and head once; the layer and head pickers, and the grid, only change the view.
+function setUpAttentionView(section) {
+  const config = state.model.config;
+  for (const [id, count] of [["attention-layer", config.num_hidden_layers], ["attention-head", config.num_attention_heads]]) {
+    const select = section.querySelector(`#${id}`);
+    select.replaceChildren(...range(count).map((i) => el("option", {value: i}, i)));
+    select.addEventListener("change", () => drawAttention(section));
+  }
+}
+
+function renderAttention(rows, out) {
+  const section = out.closest(".panel");
+  section.answer = rows[0];
+  drawAttention(section);
+}
+
+function drawAttention(section) {
+  const row = section.answer;
+  const out = section.querySelector(".output");
+  if (!row || section.dataset.status === "error") return;
+  const layer = Number(section.querySelector("#attention-layer").value);
+  const head = Number(section.querySelector("#attention-head").value);
+  const a = row.layers.indexOf(layer);
+  const b = row.heads.indexOf(head);
+  if (a < 0 || b < 0) return;
+  const matrix = row.attention[a][b];
+  out.replaceChildren(
+    el("p", {class: "focus", "data-layer": layer, "data-head": head},
+       el("strong", {}, `Layer ${layer}, head ${head}`), `: on average a token's attention goes ${focusWords(row, a, b)}.`),
+    el("div", {class: "attention-views"}, headView(row, matrix),
+       heatmapFigure(matrix, row.tokens, "attention", "Each row: how that token's attention is spread",
+                     {what: "token", short: true})),
+    attentionGrid(row, section, layer, head));
+  if (row.truncated) out.append(el("p", {class: "note"}, `${row.truncated} tokens were cut from this text.`));
+}
+
+// Where a head's attention goes (the answer's `focus`, in its order), as percentages.
+function focusWords(row, a, b) {
+  const name = (key) => (["cls", "sep"].includes(key) ? `[${key.toUpperCase()}]` : key);
+  return Object.entries(row.focus).map(([key, v]) => `${name(key)} ${(100 * v[a][b]).toFixed(0)}%`).join(", ");
+}
+
+// Tokens twice, queries left and keys right; a line from i to j as strong as i's attention to j. Pointing at
+// (or tabbing to) a token on the left keeps only its lines.
+function headView(row, matrix) {
+  const n = row.tokens.length;
+  const [width, step, top, left, right] = [360, 20, 12, 140, 220];
+  const picture = svg("svg", {class: "head-view", viewBox: `0 0 ${width} ${2 * top + step * (n - 1)}`, role: "img",
+                              "aria-label": "lines from each token to the tokens it attends to"});
+  const lines = [];
+  matrix.forEach((weights, i) => weights.forEach((p, j) => {
+    const line = svg("line", {x1: left + 6, y1: top + i * step, x2: right - 6, y2: top + j * step,
+                              "stroke-width": (0.4 + 3 * p).toFixed(2), "stroke-opacity": p.toFixed(3), "data-from": i});
+    lines.push(line);
+  }));
+  picture.append(...lines);
+  row.tokens.forEach((token, i) => {
+    const segment = row.type_ids[i] ? " second" : "";
+    const from = svg("text", {x: left, y: top + i * step, "text-anchor": "end", class: `from${segment}`, tabindex: 0},
+                     token);
+    const only = (on) => lines.forEach((line) => line.classList.toggle("dim", on && Number(line.dataset.from) !== i));
+    for (const [event, on] of [["mouseenter", true], ["mouseleave", false], ["focus", true], ["blur", false]]) {
+      from.addEventListener(event, () => only(on));
+    }
+    picture.append(from, svg("text", {x: right, y: top + i * step, "text-anchor": "start", class: `to${segment}`}, token));
+  });
+  return el("figure", {class: "head-view-figure"},
+            el("figcaption", {}, "Token (left) attends to token (right)"), picture);
+}
+
+// Every layer (rows) and head (columns) as a small heatmap; clicking one shows it above.
+function attentionGrid(row, section, layer, head) {
+  const grid = el("div", {class: "attention-grid", role: "group", "aria-label": "every layer and head",
+                          style: `grid-template-columns: auto repeat(${row.heads.length}, minmax(0, 1fr))`},
+                  el("span", {}), row.heads.map((h) => el("span", {class: "grid-head"}, h)));
+  row.layers.forEach((l, a) => {
+    grid.append(el("span", {class: "grid-layer"}, l));
+    row.heads.forEach((h, b) => {
+      const about = `layer ${l}, head ${h}: ${focusWords(row, a, b)}`;
+      const cell = el("button", {type: "button", class: "cell", title: about, "aria-label": about, "data-layer": l,
+                                 "data-head": h, "aria-pressed": String(l === layer && h === head)},
+                      miniHeatmap(row.attention[a][b]));
+      cell.addEventListener("click", () => {
+        section.querySelector("#attention-layer").value = String(l);
+        section.querySelector("#attention-head").value = String(h);
+        drawAttention(section);
+        section.querySelector(`.attention-grid [data-layer="${l}"][data-head="${h}"]`).focus();
+      });
+      grid.append(cell);
+    });
+  });
+  return el("figure", {class: "grid-figure"},
+            el("figcaption", {}, "Every layer (rows) and head (columns): click one to show it"), grid);
+}
+
+function miniHeatmap(matrix) {
+  const n = matrix.length;
+  const canvas = el("canvas", {width: n, height: n, "aria-hidden": "true"});
+  const image = new ImageData(n, n);
+  matrix.forEach((weights, i) => weights.forEach((v, j) => image.data.set([...heatRgb(v), 255], 4 * (i * n + j))));
+  canvas.getContext("2d").putImageData(image, 0, 0);
+  return canvas;
 }
 
 // -- drawing blocks ----------------------------------------------------------------------------------------------
 // A heatmap as a table: the number in each cell (3 decimals; the full value in data-value), its colour
 // on one fixed 0..1 scale so two heatmaps side by side compare at a glance.
-function heatmapFigure(matrix, labels, kind, caption) {
+// `what` names the rows and columns (for screen readers); short labels (tokens) head the columns themselves, long
+// ones (sentences) are numbered.
+function heatmapFigure(matrix, labels, kind, caption, {what = "sentence", short = false} = {}) {
   const n = matrix.length;
-  const head = el("tr", {}, el("th", {scope: "col"}, el("span", {class: "visually-hidden"}, "sentence")),
-                  range(n).map((j) => el("th", {scope: "col", title: labels[j]}, j + 1)));
+  const head = el("tr", {}, el("th", {scope: "col"}, el("span", {class: "visually-hidden"}, what)),
+                  range(n).map((j) => el("th", {scope: "col", title: labels[j]}, short ? labels[j] : j + 1)));
   const rows = matrix.map((row, i) => el("tr", {},
-    el("th", {scope: "row", title: labels[i]}, `${i + 1}. `, el("span", {class: "row-label"}, labels[i])),
+    el("th", {scope: "row", title: labels[i]}, short ? "" : `${i + 1}. `, el("span", {class: "row-label"}, labels[i])),
     row.map((v, j) => {
       const [background, colour] = heatColour(v);
       return el("td", {"data-value": v, style: `background:${background};color:${colour}`,
@@ -442,9 +613,13 @@ function heatmapFigure(matrix, labels, kind, caption) {
 const LOW = [243, 247, 252]; // colour of cosine 0 (and below)
 const HIGH = [8, 48, 107]; // colour of cosine 1
 
-function heatColour(v) {
+function heatRgb(v) {
   const t = Math.min(1, Math.max(0, v));
-  const rgb = LOW.map((lo, k) => Math.round(lo + (HIGH[k] - lo) * t));
+  return LOW.map((lo, k) => Math.round(lo + (HIGH[k] - lo) * t));
+}
+
+function heatColour(v) {
+  const rgb = heatRgb(v);
   // Black or white text, whichever contrasts more with the cell (WCAG relative luminance).
   const lum = rgb.map((c) => c / 255).map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
   const y = 0.2126 * lum[0] + 0.7152 * lum[1] + 0.0722 * lum[2];
@@ -472,6 +647,16 @@ function el(tag, attrs = {}, ...children) {
     else node.setAttribute(k, v === true ? "" : String(v));
   }
   node.append(...children.flat().filter((c) => c !== null && c !== undefined).map((c) => (c instanceof Node ? c : String(c))));
+  return node;
+}
+
+// An SVG element: the namespace is read from the page's own <svg> template (the HTML parser knows it), so this
+// file names no URL.
+function svg(tag, attrs = {}, ...children) {
+  const namespace = document.getElementById("svg-picture").content.firstElementChild.namespaceURI;
+  const node = document.createElementNS(namespace, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  node.append(...children.map(String));
   return node;
 }
 
@@ -512,12 +697,5 @@ document.addEventListener("keydown", (event) => {
     event.target.form.requestSubmit();
   }
 });
-for (const id of Object.keys(PANELS)) {
-  const section = document.getElementById(id);
-  section.querySelector("form").addEventListener("submit", (event) => {
-    event.preventDefault(); // the page sends the request itself, as JSON
-    if (["ready", "done", "error"].includes(section.dataset.status)) run(section);
-  });
-}
 document.getElementById("key-form").addEventListener("submit", useKey);
 start();

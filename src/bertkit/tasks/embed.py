@@ -1,10 +1,9 @@
 """Sentence embeddings: pool each text's token states (on the packed batch) into one vector."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
@@ -15,7 +14,9 @@ import torch.nn.functional as F
 from bertkit.batching import Batch
 from bertkit.options import option
 from bertkit.paths import output_file
+from bertkit.pooling import Pooling, pool
 from bertkit.tasks.base import JSON_NUMBER, Item, Prepared, Task, closed
+from bertkit.terminal import shown
 from bertkit.windows import LongOptions, weights
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
     from bertkit.model import Model
 
-Pooling = Literal["mean", "cls", "max", "mean_sqrt_len"]
 EMBEDDING_FORMATS = (".npy", ".parquet", ".json")
 
 
@@ -114,7 +114,7 @@ class Embed(Task):
         for v, text, cut in zip(vectors, prepared.texts, payload["truncated"]):
             preview = ", ".join(f"{x:+.4f}" for x in v[:4])
             note = f"  ({cut} tokens cut)" if cut else ""
-            lines.append(f"[{preview}, …]  norm {float((v ** 2).sum()) ** 0.5:.3f}  {text[:60]}{note}")
+            lines.append(f"[{preview}, …]  norm {float((v ** 2).sum()) ** 0.5:.3f}  {shown(text[:60])}{note}")
         return "\n".join(lines)
 
     def columns(self, model: "Model", prepared: Prepared, results: list, options: Any) -> dict[str, list]:
@@ -134,19 +134,6 @@ def settings(model: "Model", options: EmbedOptions) -> tuple[str, bool]:
     pooling = options.pooling or config.get("pooling", "mean")
     normalize = bool(config.get("normalize", False)) if options.normalize is None else options.normalize
     return pooling, normalize
-
-
-def pool(states: torch.Tensor, batch: Batch, how: str) -> torch.Tensor:
-    """Reduce packed token states [T, d] to one vector per sequence [B, d] with segment sums (no padded copy)."""
-    if how == "cls":
-        return states[batch.first_token_index]
-    seq = batch.sequence_of_token
-    if how == "max":
-        out = states.new_full((batch.num_sequences, states.shape[1]), -math.inf)
-        return out.scatter_reduce_(0, seq[:, None].expand_as(states), states, reduce="amax")
-    sums = states.new_zeros(batch.num_sequences, states.shape[1]).index_add_(0, seq, states)
-    lengths = batch.lengths.to(states.dtype)[:, None]
-    return sums / (lengths.sqrt() if how == "mean_sqrt_len" else lengths)
 
 
 def embed_max_length(model: "Model", requested: int | None = None) -> int:

@@ -14,6 +14,7 @@ from bertkit.batching import Batch
 from bertkit.errors import BertkitError, OptionError
 from bertkit.options import REQUIRED, option
 from bertkit.tasks.base import JSON_NUMBER, Item, Prepared, Task, closed
+from bertkit.terminal import shown
 from bertkit.tokenizer import Encoding, Tokenizer
 from bertkit.windows import LongOptions, best_window
 
@@ -143,8 +144,6 @@ class SimilarityMatrixResponse(TypedDict):
     truncated: list[int]
 
 
-
-
 @dataclass
 class Located:
     """Where a word was found in one sentence: the occurrence used, every occurrence's span, its token positions."""
@@ -152,6 +151,31 @@ class Located:
     occurrence: int  # index into `spans` of the one used (never negative)
     spans: list[tuple[int, int]]  # char spans of every whole-word match in the sentence
     tokens: list[int]  # positions of the used occurrence's word pieces in the encoded sentence ([CLS] is 0)
+
+
+# -- the convenience methods Model gets beside `similarity` -------------------------------------------
+def word_embedding(model: "Model", sentence: str, word: str, occurrence: int = 0, pooling: str = "mean",
+                   layer: Layer = -1) -> WordVector:
+    """The contextual vector of a whole word (pooled over its pieces) and where it was found."""
+    return model.similarity([sentence], word, occurrence, pooling, layer, matrix=True).vectors[0]
+
+
+def word_similarity(model: "Model", sentence_a: str, sentence_b: str, word: str, word_b: Optional[str] = None,
+                    occurrence: int = 0, occurrence_b: Optional[int] = None, pooling: str = "mean",
+                    layer: Layer = -1) -> WordSimilarity:
+    """Cosine similarity of a word's vectors in two sentences (`word_b`: a different word in sentence b)."""
+    words = [word, word_b or word]
+    occurrences = [occurrence, occurrence if occurrence_b is None else occurrence_b]
+    return model.similarity([sentence_a, sentence_b], words, occurrences, pooling, layer)
+
+
+def similarity_matrix(model: "Model", sentences: Sequence[str], word: Union[str, Sequence[str]],
+                      occurrence: Union[int, Sequence[int]] = 0, pooling: str = "mean",
+                      layer: Layer = -1) -> SimilarityMatrix:
+    """Pairwise cosine similarities of a word's vectors across sentences, with row labels."""
+    word = word if isinstance(word, str) else list(word)
+    occurrence = occurrence if isinstance(occurrence, int) else list(occurrence)
+    return model.similarity(list(sentences), word, occurrence, pooling, layer, matrix=True)
 
 
 class Similarity(Task):
@@ -166,6 +190,8 @@ class Similarity(Task):
     example = {"sentences": ["I sat by the river bank.", "I paid at the bank."], "word": "bank"}
     Response = Union[SimilarityPair, SimilarityMatrixResponse]
     plot_needs = {"matrix": True}
+    methods = {"word_embedding": word_embedding, "word_similarity": word_similarity,
+               "similarity_matrix": similarity_matrix}
 
     def prepare(self, model: "Model", prepared: Prepared, options: SimilarityOptions) -> None:
         n = len(prepared.texts)
@@ -231,37 +257,6 @@ class Similarity(Task):
                                title=f"'{words}' in context: cosine similarity (layer {options.layer}, "
                                      f"{options.pooling} of pieces)")
 
-    methods: dict = {}
-
-
-# -- the convenience methods Model gets beside `similarity` -------------------------------------------
-def word_embedding(model: "Model", sentence: str, word: str, occurrence: int = 0, pooling: str = "mean",
-                   layer: Layer = -1) -> WordVector:
-    """The contextual vector of a whole word (pooled over its pieces) and where it was found."""
-    return model.similarity([sentence], word, occurrence, pooling, layer, matrix=True).vectors[0]
-
-
-def word_similarity(model: "Model", sentence_a: str, sentence_b: str, word: str, word_b: Optional[str] = None,
-                    occurrence: int = 0, occurrence_b: Optional[int] = None, pooling: str = "mean",
-                    layer: Layer = -1) -> WordSimilarity:
-    """Cosine similarity of a word's vectors in two sentences (`word_b`: a different word in sentence b)."""
-    words = [word, word_b or word]
-    occurrences = [occurrence, occurrence if occurrence_b is None else occurrence_b]
-    return model.similarity([sentence_a, sentence_b], words, occurrences, pooling, layer)
-
-
-def similarity_matrix(model: "Model", sentences: Sequence[str], word: Union[str, Sequence[str]],
-                      occurrence: Union[int, Sequence[int]] = 0, pooling: str = "mean",
-                      layer: Layer = -1) -> SimilarityMatrix:
-    """Pairwise cosine similarities of a word's vectors across sentences, with row labels."""
-    word = word if isinstance(word, str) else list(word)
-    occurrence = occurrence if isinstance(occurrence, int) else list(occurrence)
-    return model.similarity(list(sentences), word, occurrence, pooling, layer, matrix=True)
-
-
-Similarity.methods = {"word_embedding": word_embedding, "word_similarity": word_similarity,
-                      "similarity_matrix": similarity_matrix}
-
 
 def per_sentence(value, n: int, what: str) -> list:
     """An option given once, or once per sentence, as one value per sentence."""
@@ -276,18 +271,18 @@ def per_sentence(value, n: int, what: str) -> list:
 # -- printing -----------------------------------------------------------------------------------------
 def _marked(w: dict) -> str:
     start, end = w["span"]
-    return f"{w['sentence'][:start]}[{w['sentence'][start:end]}]{w['sentence'][end:]}"
+    return f"{shown(w['sentence'][:start])}[{shown(w['sentence'][start:end])}]{shown(w['sentence'][end:])}"
 
 
 def _human_pair(d: dict) -> str:
     a, b = d["a"], d["b"]
-    words = f"'{a['word']}'" + (f" and '{b['word']}'" if b["word"] != a["word"] else "")
+    words = f"'{shown(a['word'])}'" + (f" and '{shown(b['word'])}'" if b["word"] != a["word"] else "")
     lines = [f"{d['similarity']:.4f}  cosine similarity of {words} (layer {a['layer']}, {a['pooling']} of word pieces); "
              f"static word vectors: {d['static_similarity']:.4f}"]
     for tag, w in (("a", a), ("b", b)):
         lines.append(f"  {tag}: {_marked(w)}")
         start, end = w["span"]
-        lines.append(f"     pieces {' '.join(w['tokens'])}  chars {start}-{end}  "
+        lines.append(f"     pieces {' '.join(map(shown, w['tokens']))}  chars {start}-{end}  "
                      f"occurrence {w['occurrence']} (0-based) of {len(w['occurrences'])}")
     return "\n".join(lines)
 
@@ -296,7 +291,7 @@ def _human_matrix(d: dict) -> str:
     n = len(d["labels"])
     lines = ["      " + " ".join(f"{j:>6}" for j in range(n))]
     for i, row in enumerate(d["matrix"]):
-        lines.append(f"{i:>5} " + " ".join(f"{x:6.3f}" for x in row) + f"   {d['labels'][i]}")
+        lines.append(f"{i:>5} " + " ".join(f"{x:6.3f}" for x in row) + f"   {shown(d['labels'][i])}")
     static = d.get("static_matrix")
     if static is not None:
         low = min(min(row) for row in static)
