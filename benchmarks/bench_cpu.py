@@ -66,7 +66,7 @@ def bertkit_path(model) -> Callable[[list[str]], np.ndarray]:
 
 def ort_path(model, onnx_file: Path, threads: int) -> Callable[[list[str]], np.ndarray]:
     from bertkit.export.onnx import padded_inputs, session
-    from bertkit.tasks.embeddings import embed_max_length
+    from bertkit.tasks.embed import embed_max_length
 
     sess = session(onnx_file, threads)
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     import bertkit
     from bertkit.export.onnx import INT8_FILE, ONNX_FILE
     from bertkit.precision import PRECISIONS, cosines, cpu_capability, cpu_flags, gate_failures, top_k_overlap, why_not
-    from bertkit.tasks.embeddings import embed_max_length
+    from bertkit.tasks.embed import embed_max_length
 
     texts, queries = texts_and_queries(args.n, args.queries)
     reference = bertkit.load(args.model, device="cpu")

@@ -60,7 +60,7 @@ def test_states_and_sentence_vectors_equal_bertkit(minilm, minilm_export, inputs
         for i, (e, want) in enumerate(zip(encodings, ours)):
             assert_fp32_close(states[i], want, terms=MINILM_TERMS, depth=MINILM_LAYERS + 1,
                               what=f"sequence {i} ({len(e.ids)} tokens)")
-    from bertkit.tasks.embeddings import embed_max_length
+    from bertkit.tasks.embed import embed_max_length
 
     _, vectors = run(folder, ONNX_FILE, minilm.tokenize(texts, max_length=embed_max_length(minilm)))
     assert_fp32_close(vectors, minilm.embed(texts), terms=MINILM_TERMS, depth=MINILM_LAYERS + 2, what="embed")

@@ -20,7 +20,7 @@ PLOT_FLAGS = {"plot": "a PNG plot"}
 def check_arguments(args: argparse.Namespace) -> None:
     """What every command's arguments must be, checked once as parsed: UTF-8 text, and writable PLOT_FLAGS."""
     from bertkit.paths import output_file
-    from bertkit.train.plots import PLOT_FORMATS
+    from bertkit.plots import PLOT_FORMATS
 
     for dest, value in vars(args).items():
         for text in value if isinstance(value, list) else [value]:

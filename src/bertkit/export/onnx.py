@@ -57,7 +57,7 @@ def export_onnx(model: "Model", directory: str | Path, int8: bool = False) -> di
     measured against the quality gate."""
     require_onnx()
     exportable(model)
-    from bertkit.tasks.embeddings import EmbedOptions, settings
+    from bertkit.tasks.embed import EmbedOptions, settings
 
     folder = Path(directory)
     (folder / "onnx").mkdir(parents=True, exist_ok=True)
@@ -168,7 +168,7 @@ def padded_inputs(encodings: Sequence) -> dict[str, np.ndarray]:
 def agreement(model: "Model", path: Path, texts: Sequence[str], pairs: Sequence[tuple[str, str]] = ()) -> dict:
     """The graph at `path` against bertkit on the same inputs (`texts` alone, then `pairs`): the token states' largest
     |difference| (and their scale), then the classifier's logits and labels, or the sentence vectors' lowest cosine."""
-    from bertkit.tasks.embeddings import embed_max_length
+    from bertkit.tasks.embed import embed_max_length
 
     sess = session(path)
     classifier = model.network.classifier is not None

@@ -45,7 +45,7 @@ class PaddedNetwork(nn.Module):
 
 
 def pool_padded(states: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
-    """tasks.embeddings.pool's poolings on a padded batch [B, L, d]: padding never counts."""
+    """bertkit.pooling.pool's poolings on a padded batch [B, L, d]: padding never counts."""
     if how == "cls":
         return states[:, 0]
     real = attention_mask.unsqueeze(-1).to(states.dtype)

@@ -7,7 +7,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bertkit.plots import PLOT_FORMATS  # noqa: F401  (re-exported: where the command line reads it today)
 from bertkit.plots import figure as _figure
 from bertkit.plots import save as _save
 
