@@ -9,7 +9,7 @@ from bertkit.options import add_flags, from_args, specs
 from bertkit.train.arguments import EvaluateOptions, TrainArguments
 from bertkit.train.config import LONG_OPTIONS, TrainConfig
 from bertkit.train.launch import ParallelOptions, SessionOptions
-from bertkit.train.trainer import RUN_FILES
+from bertkit.train.run_folder import RUN_FILES
 
 # Shown under "evaluation and checkpoints" rather than "optimisation" in the help.
 CHECKPOINT_GROUP = ("metric", "patience", "eval_every", "save_every", "log_every", "keep_checkpoints")
