@@ -19,10 +19,10 @@ from bertkit.train import TrainConfig, Trainer, evaluate_model
 from bertkit.train.batches import window_dataset
 from bertkit.train.config import defaults, resume_conflicts
 from bertkit.windows import LongOptions, Plan, weights
+from helpers import FILLER
 
 POS = ["great", "wonderful", "excellent", "superb"]
 NEG = ["terrible", "awful", "boring", "dreadful"]
-FILLER = ["the", "movie", "film", "plot", "actor", "was", "really", "quite", "story", "scene", "and", "a"]
 WINDOW, STRIDE = 24, 4  # 22 text tokens a window: most documents below need two to five
 LONG_TEXT = "the film was quite a story " * 120  # 720 word pieces: over the 512 a model reads at once
 

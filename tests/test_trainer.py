@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import bertkit
+from bertkit.cli import main
 from bertkit.data import TextDataset
 from bertkit.errors import BertkitError, OptionError
 from bertkit.train import TrainConfig, Trainer, evaluate_model, finetune
-from helpers import FAST, dataset, sentiment_rows
+from helpers import FAST, FILLER, dataset, sentiment_rows, serve_and
 
 @pytest.fixture()
 def tiny(tiny_base_dir):
@@ -124,7 +125,7 @@ def test_class_weights_balanced_and_grad_accum_run(tiny):
     assert result.steps == -(-n_batches // 2)
 
 
-def test_multi_label_training_uses_sigmoid_and_a_threshold(tiny, tmp_path):
+def test_multi_label_training_uses_sigmoid_and_a_threshold(tiny, tmp_path, capsys):
     rng = random.Random(0)
     names = ["action", "comedy", "drama"]
     cues = {"action": "explosions", "comedy": "jokes", "drama": "tears"}
@@ -165,6 +166,14 @@ def test_multi_label_training_uses_sigmoid_and_a_threshold(tiny, tmp_path):
     saved = bertkit.load(out, device="cpu")
     rows = saved.predict(evaluation.texts)
     assert [[int(n in r["labels"]) for n in names] for r in rows] == (probs >= 0.4).int().tolist()
+    # The command line and the server read the same saved threshold (the answers equal the API's).
+    assert main(["predict", "--model", str(out), "--device", "cpu", "--json", *evaluation.texts]) == 0
+    assert [r["labels"] for r in json.loads(capsys.readouterr().out)] == [r["labels"] for r in rows]
+
+    async def ask(client):
+        return (await client.post("/v1/predict", json={"texts": evaluation.texts})).json()
+
+    assert [r["labels"] for r in serve_and(saved, ask, warmup=False)] == [r["labels"] for r in rows]
     report = evaluate_model(saved, evaluation)
     assert report["threshold"] == 0.4 and report["per_class"] == expected["per_class"]
 
