@@ -63,7 +63,7 @@ def map_dataset(
     plus `error`, computed by `concurrency` model actors.
 
     The texts are in `text_column`, else the column every other path picks (bertkit.data.text_column:
-    text, sentence, review, content, or the only column). Each actor holds one model; Ray places
+    one of bertkit.data.TEXT_COLUMNS, or the only column). Each actor holds one model; Ray places
     actors on the cluster's nodes (give `num_gpus=1` for one GPU per actor). Rows keep every input
     column, so ids travel with their results. `compile` runs `Model.compile()` in each actor; `precision` is `bertkit.load`'s.
     """

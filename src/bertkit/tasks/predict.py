@@ -42,8 +42,8 @@ class PredictRow(TypedDict, total=False):
 class Predict(Task):
     """One row per input, in input order: `{"label", "scores", "truncated", "windows", "error"}`.
 
-    Single-label checkpoints use softmax; multi-label ones (config.problem_type ==
-    "multi_label_classification") and one-logit ones use a sigmoid, as transformers' pipeline does,
+    Single-label checkpoints use softmax; multi-label ones (config.problem_type is
+    bertkit.classification.MULTI_LABEL) and one-logit ones use a sigmoid, as transformers' pipeline does,
     and multi-label rows add `labels`: every label scoring >= `threshold`, best first (`label` is
     the first of them, or None); the threshold defaults to the one the model was trained with. A
     regression checkpoint's scores are its raw outputs. Rows whose text (or pair) is missing, not a

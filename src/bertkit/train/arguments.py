@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, Union
 
 from bertkit.classification import threshold_option
-from bertkit.data import formats_help
+from bertkit.data import LABEL_COLUMNS, TEXT_COLUMNS, formats_help
 from bertkit.errors import OptionError
 from bertkit.model import Model
 from bertkit.options import Options, check, option
@@ -38,9 +38,9 @@ class _ModelAndData(_Checked):
 class DataColumns(_Checked):
     """Where a table keeps its texts and labels, and what to do with rows that lack them (train and evaluate)."""
 
-    text_column: str | None = option(None, "column holding the text", default_help="text/sentence/review/content")
+    text_column: str | None = option(None, "column holding the text", default_help="/".join(TEXT_COLUMNS))
     label_column: str | None = option(None, "column holding the label",
-                                      default_help="label/labels/category/class/target")
+                                      default_help="/".join(LABEL_COLUMNS))
     pair_column: str | None = option(None, "column holding a second text, for sentence-pair tasks")
     drop_invalid: bool = option(False, "drop (with a warning) rows with empty text or label")
 

@@ -23,7 +23,7 @@ from bertkit.train.jsonout import finite, jsonl, write_json
 from bertkit.train.loop import predict_logits
 from bertkit.train.record import command_line
 from bertkit.train.reports import EVAL_LOSS, document_scores, report_from_scores
-from bertkit.train.run_folder import ARGUMENTS, CONFUSION, RECORD, SPLIT, RunFolder
+from bertkit.train.run_folder import ARGUMENTS, CONFUSION, EVALUATION, PREDICTIONS, RECORD, SPLIT, RunFolder
 from bertkit.train.trainer import Trainer, TrainResult
 from bertkit.windows import SAVED, Plan
 
@@ -31,9 +31,6 @@ NOTEBOOK_EXAMPLES = (
     "I loved this movie! The acting was great and the plot was amazing.",
     "This movie was terrible. I hated every minute of it.",
 )
-# What `bertkit evaluate --output DIR` writes (beside the confusion matrix, named as in a run folder).
-EVALUATION = "evaluation.json"
-PREDICTIONS = "predictions.jsonl"
 
 
 def finetune(
@@ -225,7 +222,7 @@ def evaluate_model(
     data (read from the model's split.json). Long texts are read as the model was trained (its saved
     long-document plan) unless `long=` and its companions say otherwise; the metrics are per document
     and the loss is the windows' mean. With `output_dir`, writes evaluation.json, predictions.jsonl
-    and confusion_matrix.png there. NaN or infinite numbers are reported as None.
+    and the confusion matrix there (run_folder.EVALUATION_FILES). NaN or infinite numbers are reported as None.
     """
     opts = dataclasses.replace(options, **overrides) if options is not None else EvaluateOptions(**overrides)
     folder = Path(output_dir) if output_dir is not None else None

@@ -39,6 +39,10 @@ CONFUSION = "confusion_matrix.png"
 SPLIT = "split.json"
 ARGUMENTS = "training_arguments.json"
 RUN_FILES = (METRICS, RECORDS, RECORD, CURVES, CONFUSION, SPLIT, ARGUMENTS)
+# What `bertkit evaluate --output-dir DIR` writes: a report, each row's prediction, the confusion matrix.
+EVALUATION = "evaluation.json"
+PREDICTIONS = "predictions.jsonl"
+EVALUATION_FILES = (EVALUATION, PREDICTIONS, CONFUSION)
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "tokenizer_config.json",
                "special_tokens_map.json")
 
