@@ -161,6 +161,7 @@ def run_parity(args, train) -> dict:
 
     import bertkit
     from bertkit.checkpoint import resolve, to_hf_names
+    from bertkit.classification import SINGLE_LABEL
     from bertkit.train import (BatchStream, encode_dataset, linear_warmup_decay, make_optimizer, param_groups,
                                seed_everything, train_step, warmup_steps_for)
     from bertkit.train.config import TrainConfig
@@ -178,7 +179,7 @@ def run_parity(args, train) -> dict:
 
         ours = bertkit.load(folder, device="cpu")
         seed_everything(args.seed)
-        ours.network.add_classifier(dict(enumerate(names)), problem_type="single_label_classification")
+        ours.network.add_classifier(dict(enumerate(names)), problem_type=SINGLE_LABEL)
         hf = BertForSequenceClassification.from_pretrained(folder, num_labels=len(names), id2label=dict(enumerate(names)))
         missing = hf.load_state_dict(to_hf_names(ours.network), strict=False)
         assert not missing.unexpected_keys, missing.unexpected_keys
