@@ -289,7 +289,7 @@ def label_mix(stream, train, args) -> dict:
     """How far each batch's share of the first label strays from the data's, for our plan and for random batches."""
     import random
 
-    from bertkit.batching import plan_batches
+    from bertkit.batching import group_by_budget
 
     labels = [int(y) for y in train.labels]
     share = sum(1 for y in labels if y == 0) / len(labels)
@@ -298,8 +298,8 @@ def label_mix(stream, train, args) -> dict:
         return sum(abs(sum(1 for i in b if labels[i] == 0) / len(b) - share) for b in plan) / len(plan)
 
     by_label = {name: [stream.lengths[i] for i, y in enumerate(labels) if y == k] for k, name in enumerate(train.label_names)}
-    randoms = [spread(plan_batches(stream.lengths, stream.max_tokens, args.batch_size, shuffle=True,
-                                   seed=random.Random(s).getrandbits(63), bucket_size=0)) for s in range(5)]
+    randoms = [spread(group_by_budget(stream.lengths, stream.max_tokens, args.batch_size, shuffle=True,
+                                      seed=random.Random(s).getrandbits(63), bucket_size=0)) for s in range(5)]
     return {"mean_tokens_by_label": {k: sum(v) / len(v) for k, v in by_label.items()},
             "mean_label_share_deviation": {"bertkit_plan": sum(spread(stream.plan(e)) for e in range(3)) / 3,
                                            "random_batches": sum(randoms) / len(randoms)}}
