@@ -14,8 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bertkit import corpus
-from bertkit.data import iter_table, load_dataset, read_inputs, read_table, table_columns
+from bertkit.data import input_files, iter_table, load_dataset, read_chunks, read_inputs, read_table, table_columns
 from bertkit.errors import BertkitError
 
 # Characters str.splitlines() breaks on that are not line ends in a file: a .txt line keeps them.
@@ -207,7 +206,7 @@ def test_read_inputs_reads_every_format(tmp_path):
 def test_corpus_chunks_keep_blank_csv_rows_and_find_text_columns_as_training_does(tmp_path):
     path = tmp_path / "c.csv"
     path.write_text("Text,other\na,1\n  ,2\n,3\nd,4\n")
-    chunks = list(corpus.read_chunks(path, None, 3))
+    chunks = list(read_chunks(path, None, 3))
     assert [c.tolist() for c in chunks] == [["a", "  ", ""], ["d"]]
     assert [c.index[0] for c in chunks] == [0, 3]
     assert read_table(path)["Text"].tolist() == pd.concat(chunks).tolist()
@@ -226,7 +225,7 @@ def test_parquet_saved_with_an_index_reads_the_same_whole_and_streamed(tmp_path)
 def test_every_input_format_is_a_corpus_file(tmp_path):
     for name in ("a.csv.gz", "b.json", "c.txt", "d.TSV", "e.jsonl.xz", "f.parquet", ".hidden.csv", "_meta.csv", "g.xlsx"):
         (tmp_path / name).write_bytes(b"")
-    assert [p.name for p in corpus.input_files(tmp_path)] == ["a.csv.gz", "b.json", "c.txt", "d.TSV", "e.jsonl.xz",
+    assert [p.name for p in input_files(tmp_path)] == ["a.csv.gz", "b.json", "c.txt", "d.TSV", "e.jsonl.xz",
                                                               "f.parquet"]
     with pytest.raises(BertkitError, match=r"g.xlsx is not an input file \(.csv, .tsv, .jsonl, .json, .parquet, .txt"):
-        corpus.input_files(tmp_path / "g.xlsx")
+        input_files(tmp_path / "g.xlsx")

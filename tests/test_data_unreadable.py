@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from bertkit import corpus
-from bertkit.data import iter_table, load_dataset, read_inputs, read_table, table_columns
+from bertkit.data import iter_table, load_dataset, read_chunks, read_inputs, read_table, table_columns
 from bertkit.errors import BertkitError
 
 TEXT = "text,label\nhello,pos\nbye,neg\n"
@@ -41,7 +40,7 @@ def _every_reader():
         "table_columns": lambda p: table_columns(p, 100_000),
         "read_inputs": lambda p: read_inputs(str(p)),
         "load_dataset": load_dataset,
-        "corpus.read_chunks": lambda p: list(corpus.read_chunks(p, "text", 7)),
+        "data.read_chunks": lambda p: list(read_chunks(p, "text", 7)),
     }
 
 

@@ -91,3 +91,27 @@ def _windows(model, passage):
 def test_a_model_without_a_classifier_says_how_to_get_a_cross_encoder(minilm):
     with pytest.raises(bertkit.BertkitError, match="cross-encoder: train one with `bertkit train --pair-column`"):
         minilm.rerank(QUERY, PASSAGES)
+
+
+def test_a_cross_encoder_trained_here_scores_a_long_passage_by_its_best_window(tiny_base_dir, tmp_path):
+    """`bertkit train --pair-column` records no aggregation it was not given, so rerank keeps its own default (max)."""
+    import pandas as pd
+
+    rows = [(QUERY, p, int("river" in p.lower() or "tides" in p.lower())) for p in PASSAGES] * 3
+    data = tmp_path / "pairs.csv"
+    pd.DataFrame(rows, columns=["query", "passage", "relevant"]).to_csv(data, index=False)
+    out = tmp_path / "cross"
+    assert main(["train", "--model", str(tiny_base_dir), "--data", str(data), "--text-column", "query",
+                 "--pair-column", "passage", "--label-column", "relevant", "--max-steps", "1", "--batch-size", "4",
+                 "--test-size", "4", "--seed", "0", "--device", "cpu", "--no-progress", "--output", str(out)]) == 0
+    model = bertkit.load(out, device="cpu")
+    long = "Nothing to see here at all. " * 80 + PASSAGES[0]
+    default, best, mean = (model.rerank(QUERY, [long], long="chunk", **chosen)[0]
+                           for chosen in ({}, {"aggregate": "max"}, {"aggregate": "mean"}))
+    assert default["windows"] > 1
+    assert default["score"] == best["score"] != mean["score"]
+    assert model.config.extra["long_document"]["aggregate"] is None  # none was chosen: each task uses its own
+    # A folder from before records "mean"; it cannot be told from a choice, so it is honoured (README says how to
+    # change it).
+    model.config.extra["long_document"]["aggregate"] = "mean"
+    assert model.rerank(QUERY, [long], long="chunk")[0]["score"] == mean["score"]

@@ -61,6 +61,56 @@ def test_param_groups_exempt_biases_and_layernorm(tiny):
     assert not any(n.endswith("bias") for n in decayed)
 
 
+def test_the_no_decay_set_is_transformers_trainers(tiny_cls_dir, tmp_path):
+    """Biases and LayerNorm parameters, exactly the tensors transformers' Trainer exempts (get_decay_parameter_names)."""
+    import copy
+
+    from transformers import BertForSequenceClassification, Trainer, TrainingArguments
+
+    from bertkit.checkpoint import to_hf_names
+
+    ours = bertkit.load(tiny_cls_dir, device="cpu").network
+    hf = BertForSequenceClassification.from_pretrained(tiny_cls_dir)
+    trainer = Trainer(model=hf, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none"))
+    params = {n for n, _ in hf.named_parameters()}
+    theirs = params - set(trainer.get_decay_parameter_names(hf))
+    marked = copy.deepcopy(ours)  # 1 where we do not decay, 0 where we do; renamed to transformers' names
+    exempt = {id(p) for p in param_groups(marked)[1]["params"]}
+    with torch.no_grad():
+        for p in marked.parameters():
+            p.fill_(float(id(p) in exempt))
+    mine = {n for n, t in to_hf_names(marked).items() if n in params and bool((t == 1).all())}
+    assert mine == theirs and len(theirs) > 10
+
+
+def test_optimizer_and_schedule_are_transformers_trainers_defaults():
+    """AdamW's betas and eps, and every step's learning rate for a warm-up ratio (the first step at lr 0), as
+    transformers' Trainer makes them from the same TrainingArguments (get_optimizer_cls_and_kwargs, create_scheduler)."""
+    from transformers import Trainer, TrainingArguments, get_scheduler
+
+    args = TrainingArguments(output_dir="unused", learning_rate=5e-5, warmup_steps=0.1, weight_decay=0.01,
+                             use_cpu=True, report_to="none")
+    _, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+    ours = make_optimizer(torch.nn.Linear(2, 2), lr=args.learning_rate, weight_decay=args.weight_decay)
+    assert ours.defaults["betas"] == kwargs["betas"] and ours.defaults["eps"] == kwargs["eps"]
+    assert ours.defaults["fused"] == kwargs.get("fused", False)
+
+    def lrs(make, total):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
+        sched, out = make(opt, total), []
+        for _ in range(total):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    for total in (7, 63, 189):
+        theirs = lrs(lambda o, n: get_scheduler(args.lr_scheduler_type, o, num_warmup_steps=args.get_warmup_steps(n),
+                                                num_training_steps=n), total)
+        mine = lrs(lambda o, n: linear_warmup_decay(o, warmup_steps_for(n, 0.1), n), total)
+        assert mine == theirs and mine[0] == 0.0  # the same float64 arithmetic, so equal to the bit
+
+
 def test_make_optimizer_is_fused_adamw_with_two_groups(tiny):
     opt = make_optimizer(tiny.network, lr=3e-5, weight_decay=0.01)
     assert isinstance(opt, torch.optim.AdamW)

@@ -19,10 +19,10 @@ from bertkit.train import TrainConfig, Trainer, evaluate_model
 from bertkit.train.batches import window_dataset
 from bertkit.train.config import defaults, resume_conflicts
 from bertkit.windows import LongOptions, Plan, weights
+from helpers import FILLER
 
 POS = ["great", "wonderful", "excellent", "superb"]
 NEG = ["terrible", "awful", "boring", "dreadful"]
-FILLER = ["the", "movie", "film", "plot", "actor", "was", "really", "quite", "story", "scene", "and", "a"]
 WINDOW, STRIDE = 24, 4  # 22 text tokens a window: most documents below need two to five
 LONG_TEXT = "the film was quite a story " * 120  # 720 word pieces: over the 512 a model reads at once
 
@@ -88,8 +88,9 @@ def test_documents_are_split_first_and_each_ones_windows_stay_in_its_split(chunk
 def test_the_model_keeps_its_training_strategy_and_predict_uses_it_by_default(chunked):
     out, _, _ = chunked
     plan = {"long": "chunk", "side": "right", "head": 128, "stride": STRIDE, "aggregate": "mean", "window": WINDOW}
-    assert read(out, "config.json")["long_document"] == plan
+    # The run evaluated with predict's default aggregation; the model records none, as none was chosen.
     assert read(out, "training_record.json")["long_document"] == plan == read(out, "metrics.json")["long_document"]
+    assert read(out, "config.json")["long_document"] == {**plan, "aggregate": None}
     model = bertkit.load(out, device="cpu")
     row = model.predict([LONG_TEXT])[0]
     assert row["windows"] > 1 and row["truncated"] == 0
@@ -180,9 +181,9 @@ def test_head_tail_and_truncate_train_on_the_tokens_they_keep(tiny_base_dir):
                                                    seed=0), progress=False)
     with pytest.warns(UserWarning, match="1 of 2 texts"):
         trainer.fit()
-    assert trainer.window_counts["train"] == 2
+    assert trainer.objective.window_counts["train"] == 2
     assert model.config.extra["long_document"] == {"long": "head+tail", "side": "right", "head": 4, "stride": None,
-                                                   "aggregate": "mean", "window": 16}
+                                                   "aggregate": None, "window": 16}
 
 
 def test_chunk_windows_inherit_their_documents_label(tiny_base_dir):
@@ -202,10 +203,12 @@ def test_a_model_trained_on_chunks_passes_its_plan_on_to_the_next_training(chunk
     out, _, rows = chunked
     ds = TextDataset([t for t, _ in rows[:4]], [("neg", "pos").index(y) for _, y in rows[:4]], ["neg", "pos"])
     model = bertkit.load(out, device="cpu")
-    assert Trainer(model, ds, None, TrainConfig(max_length=WINDOW), progress=False).plan == \
+    assert Trainer(model, ds, None, TrainConfig(max_length=WINDOW), progress=False).objective.plan == \
         Plan(long="chunk", stride=STRIDE, window=WINDOW)
     trainer = Trainer(bertkit.load(out, device="cpu"), ds, None, TrainConfig(long="truncate", aggregate="max"),
                       progress=False)
-    assert (trainer.plan.long, trainer.plan.stride, trainer.plan.aggregate) == ("truncate", STRIDE, "max")
+    assert (trainer.objective.plan.long, trainer.objective.plan.stride, trainer.objective.plan.aggregate) == \
+        ("truncate", STRIDE, "max")
+    assert trainer.model.config.extra["long_document"]["aggregate"] == "max"  # chosen, so the model keeps it
     with pytest.raises(OptionError, match="stride must be at least 0"):
         TrainConfig(stride=-1)

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import bertkit
+from bertkit.cli import main
 from bertkit.data import TextDataset
 from bertkit.errors import BertkitError, OptionError
 from bertkit.train import TrainConfig, Trainer, evaluate_model, finetune
-from helpers import FAST, dataset, sentiment_rows
+from helpers import FAST, FILLER, dataset, sentiment_rows, serve_and
 
 @pytest.fixture()
 def tiny(tiny_base_dir):
@@ -124,7 +125,7 @@ def test_class_weights_balanced_and_grad_accum_run(tiny):
     assert result.steps == -(-n_batches // 2)
 
 
-def test_multi_label_training_uses_sigmoid_and_a_threshold(tiny, tmp_path):
+def test_multi_label_training_uses_sigmoid_and_a_threshold(tiny, tmp_path, capsys):
     rng = random.Random(0)
     names = ["action", "comedy", "drama"]
     cues = {"action": "explosions", "comedy": "jokes", "drama": "tears"}
@@ -158,6 +159,23 @@ def test_multi_label_training_uses_sigmoid_and_a_threshold(tiny, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification" and config["multi_label_threshold"] == 0.4
     assert json.loads((out / "training_record.json").read_text())["threshold"] == 0.4
+
+    # The saved threshold is the default everywhere: predict and evaluate agree on the same model, at 0.4.
+    probs = torch.sigmoid(logits)
+    assert ((probs >= 0.4) & (probs < 0.5)).any()  # some label lies between the two, so 0.5 would predict otherwise
+    saved = bertkit.load(out, device="cpu")
+    rows = saved.predict(evaluation.texts)
+    assert [[int(n in r["labels"]) for n in names] for r in rows] == (probs >= 0.4).int().tolist()
+    # The command line and the server read the same saved threshold (the answers equal the API's).
+    assert main(["predict", "--model", str(out), "--device", "cpu", "--json", *evaluation.texts]) == 0
+    assert [r["labels"] for r in json.loads(capsys.readouterr().out)] == [r["labels"] for r in rows]
+
+    async def ask(client):
+        return (await client.post("/v1/predict", json={"texts": evaluation.texts})).json()
+
+    assert [r["labels"] for r in serve_and(saved, ask, warmup=False)] == [r["labels"] for r in rows]
+    report = evaluate_model(saved, evaluation)
+    assert report["threshold"] == 0.4 and report["per_class"] == expected["per_class"]
 
 
 def test_finetune_splits_checks_and_keeps_label_names(tiny, tmp_path):
@@ -282,3 +300,71 @@ def test_a_compiled_model_fine_tunes_and_saves(tiny_base_dir, tmp_path):
     reloaded = bertkit.load(tmp_path / "run", device="cpu")
     texts = [t for t, _ in sentiment_rows(20, 3)]
     assert [r["label"] for r in reloaded.predict(texts)] == [r["label"] for r in model.predict(texts)]
+
+
+def test_another_objective_drives_the_same_loop(tiny_base_dir, tmp_path):
+    """The seam pre-training builds on: an Objective of its own batches, module, loss and evaluation gets the loop's
+    schedule, checkpoints, records, best-model selection and run folder, with no classification in sight."""
+    from bertkit.train import BatchStream, Objective, seed_everything
+    from helpers import random_sequences
+
+    class Sequence:
+        def __init__(self, ids, type_ids):
+            self.ids, self.type_ids = ids, type_ids
+
+        def __len__(self):
+            return len(self.ids)
+
+    class Shrink(Objective):
+        """Pull every hidden state of a sequence towards zero: a loss summed over tokens, weighed by tokens."""
+
+        def __init__(self, model):
+            ids, types = random_sequences([5, 9, 7, 12, 6, 8], seed=7)
+            self.encodings = [Sequence(i, t) for i, t in zip(ids, types)]
+            self.model = model
+
+        def batches(self, generator):
+            return BatchStream(self.encodings, batch_size=2, generator=generator)
+
+        def module(self, network):
+            return network.encoder
+
+        def weight(self, stream, group):
+            return float(sum(stream.lengths[i] for indices in group for i in indices))
+
+        def loss(self, outputs, batch, real=None):
+            return outputs.float().pow(2).mean(dim=-1).sum()
+
+        @property
+        def evaluates(self):
+            return True
+
+        def evaluate(self):
+            stream = BatchStream(self.encodings, batch_size=6, shuffle=False)
+            with torch.no_grad():
+                self.model.network.eval()
+                batch = next(stream.epoch(0))
+                report = {"loss": float(self.loss(self.model.network(batch), batch)) / batch.num_tokens}
+                self.model.network.train()
+            return report
+
+        def fingerprint(self):
+            return "shrink"
+
+        def describe(self):
+            return {"objective": "shrink"}
+
+    model = bertkit.load(tiny_base_dir, device="cpu")
+    seed_everything(0)
+    out = tmp_path / "shrink"
+    trainer = Trainer(model, objective=Shrink(model), config=TrainConfig(max_steps=6, lr=1e-3, metric="loss",
+                                                                         eval_every=3, seed=0),
+                      output_dir=out, progress=False)
+    result = trainer.fit()
+    evals = [r for r in result.history if r["split"] == "eval"]
+    assert result.steps == 6 and [r["step"] for r in evals] == [3, 6] and evals[-1]["loss"] < evals[0]["loss"]
+    record = json.loads((out / "training_record.json").read_text())
+    assert record["objective"] == "shrink" and record["steps"] == 6 and "labels" not in record
+    assert json.loads((out / "metrics.json").read_text())["selected_by"] == {"metric": "loss", "step": 6}
+    with pytest.raises(BertkitError, match="holds its own data"):
+        Trainer(model, dataset(sentiment_rows(4)), objective=Shrink(model))

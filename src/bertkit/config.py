@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bertkit.classification import SINGLE_LABEL
 from bertkit.errors import BertkitError
 
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -32,7 +33,7 @@ class BertConfig:
     classifier_dropout: float | None = None
     # Classification heads: label names by class index, and how the labels are used.
     id2label: dict[int, str] | None = None
-    problem_type: str | None = None  # "single_label_classification" | "multi_label_classification"
+    problem_type: str | None = None  # bertkit.classification: SINGLE_LABEL, MULTI_LABEL or REGRESSION
     # Keys we do not use but must write back so a round trip loses nothing.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -111,7 +112,7 @@ class BertConfig:
         if self.id2label:
             out["id2label"] = {str(i): name for i, name in sorted(self.id2label.items())}
             out["label2id"] = self.label2id
-            out["problem_type"] = self.problem_type or "single_label_classification"
+            out["problem_type"] = self.problem_type or SINGLE_LABEL
         return out
 
     def save(self, directory: str | Path, architectures: list[str] | None = None) -> Path:

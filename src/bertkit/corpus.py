@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bertkit.data import input_files, input_format, iter_table, table_columns, text_column
+from bertkit.data import SHARD_ROWS, input_files, input_format, read_chunks
 from bertkit.errors import BertkitError
 from bertkit.index.model_check import model_fingerprint
 from bertkit.output_folders import claim_folder, remove_dead_temporaries, write_file
@@ -52,21 +52,13 @@ class Shard:
         return f"part-{self.file_index:04d}-{self.chunk:06d}.parquet"
 
 
-def read_chunks(path: Path, column: str | None, rows: int) -> Iterator[pd.Series]:
-    """The text column of `path`, `rows` at a time, never the whole file in memory: the rows bertkit.data.read_table
-    would give, in the column bertkit.data.text_column picks (`column`, else a usual name, else the only one)."""
-    name = text_column(table_columns(path, rows), column, where=str(path))
-    for frame in iter_table(path, rows, columns=[name]):
-        yield frame[name]
-
-
 def run_corpus(
     model: "Model",
     task: str,
     source: str | os.PathLike,
     output_dir: str | os.PathLike,
     text_column: str | None = None,
-    shard_rows: int = 10_000,
+    shard_rows: int = SHARD_ROWS,
     rank: int | None = None,
     world_size: int | None = None,
     progress: bool = True,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from bertkit.data import input_files, input_format, iter_table, table_columns, text_column as pick_text
+from bertkit.data import SHARD_ROWS, input_files, input_format, iter_table, table_columns, text_column as pick_text
 from bertkit.data.columns import pick_column
 from bertkit.errors import BertkitError, OptionError
 from bertkit.index.model_check import check_model, model_fingerprint
@@ -66,7 +66,7 @@ def build_index(
     text_column: str | None = None,
     id_column: str | None = None,
     metadata_columns: Sequence[str] = (),
-    shard_rows: int = 10_000,
+    shard_rows: int = SHARD_ROWS,
     storage: str = STORAGE_DEFAULT,
     pooling: str | None = None,
     normalize: bool | None = True,

@@ -5,7 +5,9 @@ from typing import Any
 
 import numpy as np
 
+from bertkit.data import text_column as pick_text_column
 from bertkit.errors import BertkitError
+
 
 def _require_ray():
     try:
@@ -36,8 +38,6 @@ class _ModelActor:
         from bertkit.tasks import get
         from bertkit.tasks.tables import run_table
 
-        if self.text_column not in batch:
-            raise BertkitError(f"column '{self.text_column}' not in the dataset; available: {', '.join(batch)}")
         options = dict(self.options)
         batch_tokens = options.pop("batch_tokens", None)
         frame = pd.DataFrame({"text": list(batch[self.text_column])})
@@ -50,7 +50,7 @@ def map_dataset(
     dataset,
     task: str = "embed",
     model: str = "minilm",
-    text_column: str = "text",
+    text_column: str | None = None,
     batch_size: int = 512,
     concurrency: int = 1,
     num_gpus: float = 0,
@@ -62,9 +62,10 @@ def map_dataset(
     """Return `dataset` with the task's result columns added (embed: `embedding`; predict: `predicted_label`, scores),
     plus `error`, computed by `concurrency` model actors.
 
-    Each actor holds one model; Ray places actors on the cluster's nodes (give `num_gpus=1` for one
-    GPU per actor). Rows keep every input column, so ids travel with their results. `compile`
-    runs `Model.compile()` in each actor; `precision` is `bertkit.load`'s.
+    The texts are in `text_column`, else the column every other path picks (bertkit.data.text_column:
+    one of bertkit.data.TEXT_COLUMNS, or the only column). Each actor holds one model; Ray places
+    actors on the cluster's nodes (give `num_gpus=1` for one GPU per actor). Rows keep every input
+    column, so ids travel with their results. `compile` runs `Model.compile()` in each actor; `precision` is `bertkit.load`'s.
     """
     from bertkit.tasks import tasks
 
@@ -72,9 +73,11 @@ def map_dataset(
     names = [t.name for t in tasks() if t.table]
     if task not in names:
         raise BertkitError(f"unknown task '{task}'; use one of {', '.join(names)}")
+    # Picked from the schema before any actor starts, so a wrong name is one line naming the columns.
+    column = pick_text_column(dataset.columns(), text_column, where="the Ray dataset")
     return dataset.map_batches(
         _ModelActor,
-        fn_constructor_kwargs={"model": model, "task": task, "text_column": text_column,
+        fn_constructor_kwargs={"model": model, "task": task, "text_column": column,
                                "device": device or ("cuda" if num_gpus else "cpu"), "options": options,
                                "compile": compile, "precision": precision},
         batch_size=batch_size,
@@ -84,7 +87,7 @@ def map_dataset(
     )
 
 
-def run_with_ray(source: str, output: str, task: str = "embed", model: str = "minilm", text_column: str = "text",
+def run_with_ray(source: str, output: str, task: str = "embed", model: str = "minilm", text_column: str | None = None,
                  concurrency: int = 1, num_gpus: float = 0, address: str | None = None, options: dict | None = None,
                  device: str | None = None, compile: bool = False, precision: str | None = None) -> dict:
     """Read Parquet from `source`, map the model over it, write Parquet to `output` (a folder)."""

@@ -167,7 +167,7 @@ def _run_corpus(task: Task, args: argparse.Namespace, options) -> int:
         from bertkit.ray_inference import run_with_ray
 
         report = run_with_ray(args.input, args.output, task=task.name, model=args.model,
-                              text_column=args.text_column or "text", concurrency=args.concurrency,
+                              text_column=args.text_column, concurrency=args.concurrency,
                               num_gpus=args.num_gpus, address=args.ray_address, options=run_options,
                               device=args.device, compile=args.compile, precision=getattr(args, "precision", None))
         emit(args, report, lambda d: f"Ray wrote {d['rows']} rows to {d['output']}")

@@ -9,7 +9,7 @@ from bertkit.options import add_flags, from_args, specs
 from bertkit.train.arguments import EvaluateOptions, TrainArguments
 from bertkit.train.config import LONG_OPTIONS, TrainConfig
 from bertkit.train.launch import ParallelOptions, SessionOptions
-from bertkit.train.trainer import RUN_FILES
+from bertkit.train.run_folder import EVALUATION_FILES, RUN_FILES
 
 # Shown under "evaluation and checkpoints" rather than "optimisation" in the help.
 CHECKPOINT_GROUP = ("metric", "patience", "eval_every", "save_every", "log_every", "keep_checkpoints")
@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flags(p.add_argument_group("long documents", "how texts longer than --max-length are read (default: as the "
                                                      "model was trained); metrics are per document"),
               EvaluateOptions, skip=_only(EvaluateOptions, LONG_OPTIONS))
-    p.add_argument("--output-dir", default=None, help="write evaluation.json, predictions.jsonl and confusion_matrix.png here")
+    p.add_argument("--output-dir", default=None, help=f"write {', '.join(EVALUATION_FILES)} here")
     add_json_arg(p)
     p.set_defaults(func=evaluate)
 
@@ -95,7 +95,7 @@ def evaluate(args: argparse.Namespace) -> int:
         where = f" (split {r['split']})" if r["split"] else ""
         lines = [f"{r['model']} on {r['data']}{where}: {_size(r)}", format_report(r)]
         if args.output_dir:
-            lines.append(f"report written to {args.output_dir} (evaluation.json, predictions.jsonl, confusion_matrix.png)")
+            lines.append(f"report written to {args.output_dir} ({', '.join(_written(args.output_dir, EVALUATION_FILES))})")
         return "\n".join(lines)
 
     emit(args, report, human)

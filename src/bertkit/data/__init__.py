@@ -11,12 +11,13 @@ from bertkit.data.dataset import TextDataset
 from bertkit.data.labels import class_order, label_name
 from bertkit.data.loading import list_datasets, load_dataset
 from bertkit.data.readers import (COMPRESSIONS, INPUT_FORMATS, SHARD_ROWS, formats_help, input_files, input_format,
-                                  is_input_file, iter_table, read_inputs, read_table, table_columns)
+                                  is_input_file, iter_table, read_chunks, read_inputs, read_table,
+                                  table_columns)
 from bertkit.data.splits import stratified_split, train_val_test_split
 
 __all__ = [
     "BUILTIN_DATASETS", "BuiltinDataset", "COMPRESSIONS", "INPUT_FORMATS", "LABEL_COLUMNS", "SHARD_ROWS", "TEXT_COLUMNS",
     "TextDataset", "check_splits", "class_order", "formats_help", "input_files", "input_format", "is_input_file", "iter_table", "label_name",
-    "list_datasets", "load_dataset", "looks_sorted_by_label", "pick_column", "read_inputs", "read_table",
+    "list_datasets", "load_dataset", "looks_sorted_by_label", "pick_column", "read_chunks", "read_inputs", "read_table",
     "stratified_split", "table_columns", "text_column", "train_val_test_split",
 ]

@@ -46,6 +46,7 @@ from typing import IO, Any, Callable, Generator, Iterable, Iterator, Sequence
 
 import pandas as pd
 
+from bertkit.data.columns import text_column
 from bertkit.errors import BertkitError, OptionError
 from bertkit.paths import input_path
 
@@ -122,6 +123,14 @@ def table_columns(path: str | os.PathLike, rows: int = _PEEK_ROWS) -> list[str]:
         return [str(c) for c in next(frames).columns]
     finally:
         frames.close()  # the rest of the file is not needed: close it now
+
+
+def read_chunks(path: Path, column: str | None, rows: int) -> Iterator[pd.Series]:
+    """The text column of `path`, `rows` at a time, never the whole file in memory: the rows read_table would give,
+    in the column bertkit.data.text_column picks (`column`, else a usual name, else the only one)."""
+    name = text_column(table_columns(path, rows), column, where=str(path))
+    for frame in iter_table(path, rows, columns=[name]):
+        yield frame[name]
 
 
 def read_inputs(source: str | os.PathLike, param: str = "input") -> pd.DataFrame:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from bertkit.corpus import input_files, read_chunks
+from bertkit.data import input_files, read_chunks
 from bertkit.data import input_format
 from bertkit.errors import BertkitError, OptionError
 from bertkit.inputs import row_problem

@@ -1,7 +1,7 @@
 """The tasks, each declared once in its own module; Model methods, CLI commands and server endpoints derive from the registry."""
 from bertkit.tasks.attention import Attention
 from bertkit.tasks.base import Head, Item, Prepared, Task, run_task
-from bertkit.tasks.classify import Predict
+from bertkit.tasks.predict import Predict
 from bertkit.tasks.embed import Embed
 from bertkit.tasks.fill_mask import FillMask
 from bertkit.tasks.registry import get, register, tasks, unregister

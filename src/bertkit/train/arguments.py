@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Literal, Union
 
+from bertkit.classification import threshold_option
+from bertkit.data import LABEL_COLUMNS, TEXT_COLUMNS, formats_help
 from bertkit.errors import OptionError
 from bertkit.model import Model
 from bertkit.options import Options, check, option
@@ -29,16 +31,16 @@ class _Checked(Options):
 class _ModelAndData(_Checked):
     # A base of its own so that these two come first in TrainArguments (and in `bertkit train --help`).
     model: str | os.PathLike | Model = option("minilm", "bundled alias, local folder or hub id", short="-m")
-    data: DataSource | None = option(None, "CSV/TSV/JSONL/Parquet file or built-in dataset (see `bertkit datasets`)")
+    data: DataSource | None = option(None, f"a data file ({formats_help()}) or built-in dataset (see `bertkit datasets`)")
 
 
 @dataclass
 class DataColumns(_Checked):
     """Where a table keeps its texts and labels, and what to do with rows that lack them (train and evaluate)."""
 
-    text_column: str | None = option(None, "column holding the text", default_help="text/sentence/review/content")
+    text_column: str | None = option(None, "column holding the text", default_help="/".join(TEXT_COLUMNS))
     label_column: str | None = option(None, "column holding the label",
-                                      default_help="label/labels/category/class/target")
+                                      default_help="/".join(LABEL_COLUMNS))
     pair_column: str | None = option(None, "column holding a second text, for sentence-pair tasks")
     drop_invalid: bool = option(False, "drop (with a warning) rows with empty text or label")
 
@@ -59,8 +61,8 @@ class TrainArguments(DataColumns, _ModelAndData):
     def validate(self) -> None:
         super().validate()
         if self.data is None:
-            raise OptionError("data", "is missing: pass a CSV/TSV/JSONL/Parquet file or a built-in dataset name "
-                                      "(see `bertkit datasets`)")
+            raise OptionError("data", f"is missing: pass a data file ({formats_help()}) or a built-in dataset name "
+                                      f"(see `bertkit datasets`)")
         if isinstance(self.test_size, float) and not self.test_size < 1:
             raise OptionError("test_size", f"must be a fraction below 1 (e.g. 0.1) or a whole row count (e.g. 500), "
                                            f"not {self.test_size!r}")
@@ -95,7 +97,7 @@ class EvaluateOptions(DataColumns, LongSettings):
     max_length: int | None = option(None, "tokens per sequence (the window length under --long chunk)", ge=MIN_LENGTH,
                                     default_help="the training run's")
     batch_tokens: int | None = option(None, "token budget per batch", ge=1, default_help="the model's")
-    threshold: float | None = option(None, "multi-label decision threshold", gt=0, lt=1, default_help="the model's")
+    threshold: float | None = threshold_option(None, default_help="the model's")
 
 
 def split_keywords(keywords: dict[str, Any], *classes: type, caller: str) -> list[dict[str, Any]]:

@@ -1,11 +1,12 @@
-"""Loop blocks: the classification loss, class weights, one optimizer step over accumulated batches, and prediction."""
+"""Loop blocks: one optimizer step over accumulated batches (any loss), and the classifier's loss, class weights and prediction."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from bertkit.batching import Batch
 from bertkit.device import autocast
@@ -61,6 +62,44 @@ def example_weight(labels: torch.Tensor, class_weights: torch.Tensor | None) -> 
     return class_weights.to(labels.device)[labels].sum()
 
 
+def accumulated_step(
+    forward: Callable[[Batch], torch.Tensor],
+    loss: Callable[[torch.Tensor, Batch], torch.Tensor],
+    batches: Sequence[Batch],
+    total: float | torch.Tensor,
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    max_grad_norm: float | None = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimizer step over `batches` (gradient accumulation); returns (summed loss, grad norm) as device tensors.
+
+    `loss(forward(batch), batch)` is a batch's loss summed over its examples; each is divided by the
+    group's `total` (its examples, or whatever they weigh) before its backward pass, so batches of
+    different sizes weigh each example equally and no graph outlives its batch. Nothing here reads a
+    value back to the host; callers decide when to pay for that.
+    """
+    loss_sum = torch.zeros((), device=batches[0].input_ids.device)
+    for batch in batches:
+        with autocast(batch.input_ids.device):
+            outputs = forward(batch)
+        summed = loss(outputs, batch)  # outside autocast: the loss in fp32
+        (summed / total).backward()
+        loss_sum += summed.detach()
+    return loss_sum, optimizer_step(network, optimizer, scheduler, max_grad_norm)
+
+
+def optimizer_step(network: nn.Module, optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler | None, max_grad_norm: float | None) -> torch.Tensor | None:
+    """Clip, step, advance the schedule, clear the gradients; returns the norm before clipping (a device tensor)."""
+    grad_norm = clip_gradients(network, max_grad_norm)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
 def train_step(
     network: BertNetwork,
     batches: Sequence[Batch],
@@ -70,29 +109,16 @@ def train_step(
     max_grad_norm: float | None = 1.0,
     class_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One optimizer step over `batches` (gradient accumulation); returns (summed loss, grad norm) as device tensors.
+    """One classifier optimizer step over `batches`: `accumulated_step` with the classification loss.
 
-    The loss is averaged over every example of the group rather than per batch, so token-budget
-    batches of different sizes weigh each example equally. Nothing here reads a value back to the
-    host; callers decide when to pay for that.
+    The loss is averaged over every example of the group (or their summed class weights) rather than
+    per batch, so token-budget batches of different sizes weigh each example equally.
     """
-    device = batches[0].input_ids.device
-    weights = class_weights.to(device) if class_weights is not None else None
-    # The group's normaliser is a host number or a device tensor: either way no value is read back.
+    weights = class_weights.to(batches[0].input_ids.device) if class_weights is not None else None
+    # The group's divisor is a host number or a device tensor: either way no value is read back.
     total = sum(example_weight(b.labels, weights) for b in batches)
-    loss_sum = torch.zeros((), device=device)
-    for batch in batches:
-        with autocast(device):
-            logits = network.classify(batch)
-        loss = classification_loss(logits, batch.labels, weights, reduction="sum")
-        (loss / total).backward()
-        loss_sum += loss.detach()
-    grad_norm = clip_gradients(network, max_grad_norm)
-    optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss_sum, grad_norm
+    return accumulated_step(network.classify, lambda logits, b: classification_loss(logits, b.labels, weights, "sum"),
+                            batches, total, network, optimizer, scheduler, max_grad_norm)
 
 
 @torch.inference_mode()

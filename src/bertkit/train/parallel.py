@@ -1,4 +1,4 @@
-"""Data parallelism: each global batch split evenly over the ranks, the DDP train step, and evaluation sharded then gathered.
+"""Data parallelism: each global batch split evenly over the ranks, the DDP train step of any objective, and evaluation sharded then gathered.
 
 What "the same global batch" means here. Every rank builds the same seeded batch plan as a single
 process would (`--batch-size` and `--batch-tokens` are global, per micro-batch over all ranks). A
@@ -6,7 +6,7 @@ global batch of B sequences is dealt out like cards: sequence j goes to rank j %
 every rank gets exactly ceil(B / world_size) sequences of mixed lengths. When B does not divide
 evenly, the batch is topped up by repeating its first sequences; a repeat sits at the end of its
 rank's shard and counts zero in the loss. Each rank's loss is its shard's summed loss divided by
-the group's GLOBAL example count (or summed class weights) and multiplied by the world size, so
+the group's GLOBAL weight (Objective.weight: its examples, or summed class weights) and multiplied by the world size, so
 after DDP averages the gradients the update is the one a single process makes on the whole batch.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from bertkit.batching import labels_to_tensor
@@ -26,8 +25,8 @@ from bertkit.errors import BertkitError
 from bertkit.modeling import BertNetwork
 from bertkit.train import distributed
 from bertkit.train.batches import BatchStream
-from bertkit.train.loop import classification_loss, example_weight, predict_logits
-from bertkit.train.optim import clip_gradients
+from bertkit.train.loop import accumulated_step, classification_loss, optimizer_step, predict_logits
+from bertkit.train.objective import Objective
 
 
 def check_world_size(batch_size: int | None, world_size: int, resuming: bool = False) -> None:
@@ -53,29 +52,33 @@ def shard(indices: Sequence[int], rank: int, world_size: int) -> tuple[list[int]
     return mine, real
 
 
-class _Classify(nn.Module):
-    """Just the parts `classify` uses, so DDP waits for gradients of exactly those (an MLM head would sit idle)."""
+class OneProcess:
+    """An objective's optimizer step in a single process: DataParallel's counterpart, with nothing to split or synchronise."""
 
-    def __init__(self, network: BertNetwork):
-        super().__init__()
-        self.encoder, self.pooler, self.classifier = network.encoder, network.pooler, network.classifier
-        self._classify = network.classify  # a bound method, not a submodule: nothing is registered twice
+    def __init__(self, network: BertNetwork, objective: Objective):
+        self.network = network
+        self.objective = objective
+        self.module = objective.module(network)
 
-    def forward(self, batch) -> torch.Tensor:
-        return self._classify(batch)
+    def step(self, stream: BatchStream, group: Sequence[Sequence[int]], optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, *,
+             max_grad_norm: float | None = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step over the batches of `group`; returns (summed loss, grad norm)."""
+        return accumulated_step(self.module, self.objective.loss, [stream.batch(indices) for indices in group],
+                                self.objective.weight(stream, group), self.network, optimizer, scheduler, max_grad_norm)
 
 
 class DataParallel:
-    """A network wrapped in DistributedDataParallel, and the optimizer step that splits each global batch over the ranks."""
+    """An objective's module wrapped in DistributedDataParallel, and the optimizer step that splits each global batch over the ranks."""
 
-    def __init__(self, network: BertNetwork, device: torch.device):
-        if network.classifier is None:
-            raise BertkitError("the model has no classification head to train")
+    def __init__(self, network: BertNetwork, objective: Objective, device: torch.device):
         self.network = network
+        self.objective = objective
         self.device = device
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         # Construction broadcasts rank 0's weights, so every rank starts from the same (possibly resumed) model.
-        self.module = DistributedDataParallel(_Classify(network), device_ids=[device.index] if device.type == "cuda" else None)
+        self.module = DistributedDataParallel(objective.module(network),
+                                              device_ids=[device.index] if device.type == "cuda" else None)
 
     def step(
         self,
@@ -85,13 +88,9 @@ class DataParallel:
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         *,
         max_grad_norm: float | None = 1.0,
-        class_weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimizer step over the global batches of `group`; returns (this rank's summed loss, grad norm)."""
-        weights = class_weights.to(self.device) if class_weights is not None else None
-        # Every rank knows every label of the group, so the global normaliser needs no communication.
-        labels = [stream.labels[i] for indices in group for i in indices]
-        total = example_weight(labels_to_tensor(labels, self.device), weights)
+        total = self.objective.weight(stream, group)  # the global divisor, the same on every rank
         shards = [shard(indices, self.rank, self.world_size) for indices in group]
         loss_sum = torch.zeros((), device=self.device)
         for k, (indices, real) in enumerate(shards):
@@ -100,19 +99,14 @@ class DataParallel:
             sync = contextlib.nullcontext() if k == len(shards) - 1 else self.module.no_sync()
             with sync:
                 with autocast(self.device):
-                    logits = self.module(batch)
+                    outputs = self.module(batch)
                 if real:
-                    loss = classification_loss(logits[:real], batch.labels[:real], weights, reduction="sum")
+                    loss = self.objective.loss(outputs, batch, real)
                 else:  # only repeats here: a zero loss that still reaches every parameter, as DDP requires
-                    loss = logits.float().sum() * 0.0
+                    loss = outputs.float().sum() * 0.0
                 (loss * (self.world_size / total)).backward()
             loss_sum += loss.detach()
-        grad_norm = clip_gradients(self.network, max_grad_norm)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss_sum, grad_norm
+        return loss_sum, optimizer_step(self.network, optimizer, scheduler, max_grad_norm)
 
 
 def predict_logits_sharded(network: BertNetwork, stream: BatchStream) -> tuple[torch.Tensor, float | None]:

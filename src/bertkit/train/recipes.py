@@ -4,36 +4,33 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 from bertkit.checkpoint import atomic_write
+from bertkit.classification import AGGREGATIONS, MULTI_LABEL, over_threshold, problem_of, problem_type, saved_threshold
 from bertkit.data import TextDataset, check_splits, load_dataset, stratified_split
 from bertkit.errors import BertkitError
 from bertkit.model import Model, load
 from bertkit.paths import output_folder
 from bertkit.train import distributed
 from bertkit.train.arguments import EvaluateOptions, TrainArguments, split_keywords
-from bertkit.tasks.classify import Predict
 from bertkit.train.batches import BatchStream, Windows, seed_everything, stratified_subset, window_dataset
 from bertkit.train.config import TrainConfig
 from bertkit.train.jsonout import finite, jsonl, write_json
 from bertkit.train.loop import predict_logits
 from bertkit.train.record import command_line
-from bertkit.train.trainer import (CHECKPOINTS, EVAL_LOSS, RUN_FILES, Trainer, TrainResult, document_scores,
-                                   report_from_scores)
+from bertkit.train.reports import EVAL_LOSS, document_scores, report_from_scores
+from bertkit.train.run_folder import ARGUMENTS, CONFUSION, EVALUATION, PREDICTIONS, RECORD, SPLIT, RunFolder
+from bertkit.train.trainer import Trainer, TrainResult
 from bertkit.windows import SAVED, Plan
 
 NOTEBOOK_EXAMPLES = (
     "I loved this movie! The acting was great and the plot was amazing.",
     "This movie was terrible. I hated every minute of it.",
 )
-ARGUMENTS_FILE = "training_arguments.json"
-MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "tokenizer_config.json",
-               "special_tokens_map.json")
 
 
 def finetune(
@@ -86,7 +83,7 @@ def train_run(
     created = distributed.on_main(lambda: _checked_folder(output, output_param)) if output is not None else False
     try:
         if output is not None and overwrite and not resume:
-            distributed.on_main(lambda: clear_run_folder(output))
+            distributed.on_main(RunFolder(output).clear)
         return _train(arguments, config, output, device, resume, progress)
     except BaseException:
         if created and distributed.is_main_process():
@@ -139,8 +136,8 @@ def _train(arguments: TrainArguments, cfg: TrainConfig, output_dir: Path | None,
         def start_run_folder() -> None:
             trainer.prepare_output(resume=False)  # refuses a folder holding another run before anything is written
             if arguments.given_by_name():  # what `bertkit train --resume DIR` reuses
-                write_json(output_dir / ARGUMENTS_FILE, recorded)
-            write_json(output_dir / "split.json", {
+                write_json(output_dir / ARGUMENTS, recorded)
+            write_json(output_dir / SPLIT, {
                 "note": "row numbers in each source (0-based, header not counted)", **split,
                 **{name: {"source": ds.source, "rows": ds.row_ids} for name, ds in splits.items()}})
 
@@ -184,23 +181,13 @@ def _align_with_head(model: Model, data: TextDataset, source: Any, columns: dict
     warnings.warn(f"replacing the model's classifier (labels {model.labels}) with a new one for {data.label_names}",
                   stacklevel=3)
     seed_everything(seed)
-    problem = "multi_label_classification" if data.multi_label else "single_label_classification"
-    model.network.add_classifier(dict(enumerate(data.label_names)), problem_type=problem)
+    model.network.add_classifier(dict(enumerate(data.label_names)), problem_type=problem_type(data.multi_label))
     return data
-
-
-def clear_run_folder(folder: Path) -> None:
-    """Remove what a previous run wrote there (and nothing else the folder may hold)."""
-    if not folder.is_dir():
-        return
-    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
-    for name in RUN_FILES + MODEL_FILES + (ARGUMENTS_FILE,):
-        (folder / name).unlink(missing_ok=True)
 
 
 def saved_arguments(folder: str | os.PathLike) -> dict[str, Any] | None:
     """The arguments an unfinished run in `folder` was started with (what --resume reuses)."""
-    path = Path(folder) / ARGUMENTS_FILE
+    path = Path(folder) / ARGUMENTS
     if not path.exists():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
@@ -210,7 +197,7 @@ def saved_arguments(folder: str | os.PathLike) -> dict[str, Any] | None:
 # Evaluation and prediction with a trained classifier
 # ---------------------------------------------------------------------------------------------
 def _training_record(model: Model) -> dict[str, Any]:
-    path = model.folder / "training_record.json" if model.folder else None
+    path = model.folder / RECORD if model.folder else None
     if path is None or not path.exists():
         return {}
     try:
@@ -235,7 +222,7 @@ def evaluate_model(
     data (read from the model's split.json). Long texts are read as the model was trained (its saved
     long-document plan) unless `long=` and its companions say otherwise; the metrics are per document
     and the loss is the windows' mean. With `output_dir`, writes evaluation.json, predictions.jsonl
-    and confusion_matrix.png there. NaN or infinite numbers are reported as None.
+    and the confusion matrix there (run_folder.EVALUATION_FILES). NaN or infinite numbers are reported as None.
     """
     opts = dataclasses.replace(options, **overrides) if options is not None else EvaluateOptions(**overrides)
     folder = Path(output_dir) if output_dir is not None else None
@@ -254,10 +241,8 @@ def _evaluate(model: str | os.PathLike | Model, data: Any, opts: EvaluateOptions
     if model.network.classifier is None:
         raise BertkitError(f"{model.source} has no classification head; pass a model trained with `bertkit train`")
     record = _training_record(model)
-    multi = model.config.problem_type == "multi_label_classification"
-    threshold = opts.threshold
-    if threshold is None:
-        threshold = float(model.config.extra.get("multi_label_threshold", record.get("threshold") or 0.5))
+    multi = problem_of(model.config) == MULTI_LABEL
+    threshold = opts.threshold if opts.threshold is not None else saved_threshold(model.config)
     max_length = opts.max_length
     if max_length is None:
         max_length = (record.get("config") or {}).get("max_length")
@@ -268,7 +253,7 @@ def _evaluate(model: str | os.PathLike | Model, data: Any, opts: EvaluateOptions
     ds = _select_split(model, ds, opts.split)
     if opts.limit is not None:
         ds = stratified_subset(ds, opts.limit, seed=0, param="limit")
-    plan = Plan.of(opts, model.config.extra.get(SAVED), Predict.aggregations, "evaluate")
+    plan = Plan.of(opts, model.config.extra.get(SAVED), AGGREGATIONS, "evaluate")
     windows = window_dataset(model, ds, max_length, plan)
     stream = BatchStream(windows.encodings, windows.window_labels, shuffle=False, device=model.device,
                          batch_tokens=opts.batch_tokens or model.default_batch_tokens)
@@ -286,7 +271,7 @@ def _evaluate(model: str | os.PathLike | Model, data: Any, opts: EvaluateOptions
 
 
 def _select_split(model: Model, ds: TextDataset, split: str | None) -> TextDataset:
-    path = model.folder / "split.json" if model.folder else None
+    path = model.folder / SPLIT if model.folder else None
     saved = json.loads(path.read_text(encoding="utf-8")) if path and path.exists() else None
     if split is None:
         if saved and "train" in saved and saved["train"]["source"] == ds.source:
@@ -313,22 +298,22 @@ def _write_evaluation(folder: Path, report: dict, ds: TextDataset, windows: Wind
                       multi: bool, threshold: float) -> None:
     from bertkit.train.plots import plot_confusion_matrix
 
-    write_json(folder / "evaluation.json", report)
+    write_json(folder / EVALUATION, report)
     rows = []
     for i in range(len(ds)):
         p = probs[i].tolist()
         if multi:
             true = [label_names[j] for j, v in enumerate(ds.labels[i]) if v]
-            pred = [label_names[j] for j, v in enumerate(p) if v >= threshold]
+            pred = [label_names[j] for j, v in enumerate(over_threshold(probs[i], threshold).tolist()) if v]
         else:
             true, pred = label_names[ds.labels[i]], label_names[int(probs[i].argmax())]
         rows.append({"row": ds.row_ids[i], "text": ds.texts[i], "label": true, "predicted": pred,
                      "correct": true == pred, "scores": finite(dict(zip(label_names, [round(x, 6) for x in p]))),
                      "windows": len(windows.documents[i].windows)})
     text = jsonl(rows)
-    atomic_write(folder / "predictions.jsonl", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(folder / PREDICTIONS, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     if report.get("confusion_matrix"):
-        plot_confusion_matrix(report["confusion_matrix"], label_names, folder / "confusion_matrix.png",
+        plot_confusion_matrix(report["confusion_matrix"], label_names, folder / CONFUSION,
                               title=f"Confusion matrix ({ds.source}, n={len(ds)})")
 
 
@@ -355,8 +340,8 @@ def demo_finetune(
     evaluation report, the predictions for `examples`, the timings and where the model was written.
     """
     t = time.perf_counter()
-    if output_dir is not None and (Path(output_dir) / "training_record.json").exists():
-        clear_run_folder(Path(output_dir))
+    if output_dir is not None and (Path(output_dir) / RECORD).exists():
+        RunFolder(output_dir).clear()
     trained = load(model, device=device)
     result = finetune(trained, "rotten_tomatoes", output_dir=output_dir, limit=limit, eval_limit=eval_limit,
                       progress=progress, epochs=epochs, lr=lr, batch_size=32, max_length=128, warmup_ratio=0.1,

@@ -1,4 +1,4 @@
-"""Classification: a label and every label's probability per text; no input row is ever dropped."""
+"""Predict: a label and every label's probability per text, from a fine-tuned classifier; no input row is ever dropped."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,9 +10,11 @@ import pandas as pd
 import torch
 
 from bertkit.batching import Batch
+from bertkit.classification import (AGGREGATIONS, DEFAULT_THRESHOLD, MULTI_LABEL, REGRESSION, aggregate, decide,
+                                    problem_of, saved_threshold, scores, threshold_option)
 from bertkit.errors import BertkitError
-from bertkit.options import option
 from bertkit.tasks.base import JSON_NUMBER, Head, Item, Prepared, Task, closed
+from bertkit.tasks.tables import run_table, write_table
 from bertkit.windows import LongOptions, weights
 
 if TYPE_CHECKING:
@@ -21,8 +23,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PredictOptions(LongOptions):
-    threshold: float = option(0.5, "multi-label: every label scoring at least this is predicted", ge=0.0, le=1.0,
-                              shared=False)
+    threshold: Optional[float] = threshold_option(
+        None, "multi-label: every label scoring at least this is predicted", shared=False,
+        default_help=f"the threshold the model was trained with, else {DEFAULT_THRESHOLD}")
 
 
 @closed
@@ -37,17 +40,19 @@ class PredictRow(TypedDict, total=False):
 
 
 class Predict(Task):
-    """One row per input, in input order: `{"label", "scores", "truncated", "error"}`.
+    """One row per input, in input order: `{"label", "scores", "truncated", "windows", "error"}`.
 
-    Single-label checkpoints use softmax; multi-label ones (config.problem_type ==
-    "multi_label_classification") and one-logit ones use a sigmoid, as transformers' pipeline does,
+    Single-label checkpoints use softmax; multi-label ones (config.problem_type is
+    bertkit.classification.MULTI_LABEL) and one-logit ones use a sigmoid, as transformers' pipeline does,
     and multi-label rows add `labels`: every label scoring >= `threshold`, best first (`label` is
-    the first of them, or None). A regression checkpoint's scores are its raw outputs. Rows whose
-    text (or pair) is missing, not a string, blank or without any token get `label` None, `scores`
-    None and an `error`; `truncated` is the number of tokens cut from a text longer than the model accepts.
-    A chunked text's scores aggregate its windows' probabilities: their token-weighted mean (default),
-    each label's max (renormalised for softmax models), the first window's, or a vote (each window's
-    predicted labels; a label's score is the share of windows that predict it).
+    the first of them, or None); the threshold defaults to the one the model was trained with. A
+    regression checkpoint's scores are its raw outputs. Rows whose text (or pair) is missing, not a
+    string, blank or without any token get `label` None, `scores` None and an `error`; `truncated`
+    is the number of tokens cut from a text longer than the model accepts, `windows` the number of
+    sequences the text was read in (more than 1 only under long="chunk"). A chunked text's scores
+    aggregate its windows' probabilities (bertkit.classification.aggregate): their token-weighted
+    mean (default), each label's max (renormalised for softmax models), the first window's, or a
+    vote (each window's predicted labels; a label's score is the share of windows that predict it).
     """
 
     name = "predict"
@@ -60,11 +65,11 @@ class Predict(Task):
     table = True
     example = {"texts": ["What a wonderful film!"]}
     Response = list[PredictRow]
-    aggregations = ("mean", "max", "first", "vote")
+    aggregations = AGGREGATIONS
 
     def prepare(self, model: "Model", prepared: Prepared, options: PredictOptions) -> None:
         how = prepared.plan.aggregate
-        if how == "vote" and problem_type(model) == "regression":
+        if how == "vote" and problem_of(model.config) == REGRESSION:
             raise BertkitError("aggregate='vote' needs a classifier; a regression model's windows are averaged (mean)")
         super().prepare(model, prepared, options)
 
@@ -72,17 +77,18 @@ class Predict(Task):
         return list(model.network.classify(batch).float().cpu())
 
     def present(self, model: "Model", prepared: Prepared, results: list, options: PredictOptions) -> list[dict]:
-        kind, names = problem_type(model), model.labels
+        problem, names = problem_of(model.config), model.labels
         how = prepared.plan.aggregate
+        threshold = threshold_for(model, options)
         rows: list[dict] = []
-        for document, windows, problem in zip(prepared.documents, prepared.per_input(results), prepared.problems):
+        for document, windows, flagged in zip(prepared.documents, prepared.per_input(results), prepared.problems):
             if document is None:
-                rows.append({"label": None, "scores": None, "truncated": 0, "windows": 0, "error": problem})
+                rows.append({"label": None, "scores": None, "truncated": 0, "windows": 0, "error": flagged})
                 continue
-            scores = aggregate(kind, [_scores(kind, w) for w in windows], weights(document), how, options.threshold)
-            rows.append(_decide(kind, names, scores, options.threshold)
+            combined = aggregate(problem, [scores(problem, w) for w in windows], weights(document), how, threshold)
+            rows.append(decide(problem, names, combined, threshold)
                         | {"truncated": document.unseen, "windows": len(windows), "error": None})
-        if kind == "multi_label":
+        if problem == MULTI_LABEL:
             for row in rows:
                 row.setdefault("labels", None)
         return rows
@@ -129,59 +135,17 @@ class Predict(Task):
         return f"predicted labels: {counts}"
 
 
-def problem_type(model: "Model") -> str:
-    problem = model.config.problem_type
-    if problem == "regression":
-        return "regression"
-    if problem == "multi_label_classification" or model.config.num_labels == 1:
-        return "multi_label"
-    return "single_label"
-
-
-def _scores(kind: str, logits: torch.Tensor) -> torch.Tensor:
-    """One sequence's scores: softmax probabilities, per-label sigmoids, or a regression's raw outputs."""
-    if kind == "single_label":
-        return logits.softmax(dim=-1)
-    return logits.sigmoid() if kind == "multi_label" else logits
-
-
-def aggregate(kind: str, scores: list[torch.Tensor], weights: list[int], how: str, threshold: float) -> torch.Tensor:
-    """A document's scores from its windows' (one window: its own, unchanged)."""
-    if len(scores) == 1:
-        return scores[0]
-    stacked = torch.stack(scores)
-    if how == "first":
-        return stacked[0]
-    if how == "max":
-        top = stacked.amax(dim=0)
-        return top / top.sum() if kind == "single_label" else top
-    if how == "vote":
-        if kind == "single_label":
-            return torch.bincount(stacked.argmax(dim=1), minlength=stacked.shape[1]).float() / len(scores)
-        return (stacked >= threshold).float().mean(dim=0)
-    w = torch.tensor(weights, dtype=stacked.dtype)[:, None]
-    return (stacked * w).sum(dim=0) / w.sum()
-
-
-def _decide(kind: str, names: list[str], scores: torch.Tensor, threshold: float) -> dict:
-    probs = scores.tolist()
-    if kind == "regression":
-        return {"label": None, "scores": dict(zip(names, probs))}
-    if kind == "single_label":
-        return {"label": names[max(range(len(probs)), key=probs.__getitem__)], "scores": dict(zip(names, probs))}
-    chosen = sorted((n for n, p in zip(names, probs) if p >= threshold), key=lambda n: -probs[names.index(n)])
-    return {"label": chosen[0] if chosen else None, "labels": chosen, "scores": dict(zip(names, probs))}
+def threshold_for(model: "Model", options: PredictOptions) -> float:
+    """The threshold asked for, else the one the model was trained with."""
+    return options.threshold if options.threshold is not None else saved_threshold(model.config)
 
 
 # -- the table API of earlier releases, now the generic one -------------------------------------------------
 def predict_table(model: "Model", frame: pd.DataFrame, text_column_name: str | None = None,
-                  pair_column: str | None = None, threshold: float = 0.5,
+                  pair_column: str | None = None, threshold: float | None = None,
                   batch_tokens: int | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Predict every row of a table; returns (input columns + prediction columns, the prediction rows)."""
-    from bertkit.tasks.registry import get
-    from bertkit.tasks.tables import run_table
-
-    task = get("predict")
+    task = Predict()
     table, prepared, results = run_table(task, model, frame, text_column_name, pair_column, batch_tokens,
                                          threshold=threshold)
     return table, task.present(model, prepared, results, task.Options(threshold=threshold))
@@ -189,6 +153,4 @@ def predict_table(model: "Model", frame: pd.DataFrame, text_column_name: str | N
 
 def write_predictions(table: pd.DataFrame, path) -> Any:
     """Write by extension: .csv, .jsonl, .json (a list of objects) or .parquet."""
-    from bertkit.tasks.tables import write_table
-
     return write_table(table, path, "predictions")

@@ -9,7 +9,7 @@ import torch
 
 import bertkit
 from bertkit.errors import BertkitError
-from bertkit.tasks.classify import predict_table, write_predictions
+from bertkit.tasks.predict import predict_table, write_predictions
 from helpers import EPS32, TINY_TERMS, fp32_tol, write_tiny
 
 TEXTS = [
@@ -143,3 +143,14 @@ def test_table_in_table_out_keeps_every_row_and_the_gold_label(tiny_cls, tmp_pat
         predict_table(tiny_cls, frame, "body")
     with pytest.raises(BertkitError, match="use a file ending in"):
         write_predictions(table, tmp_path / "out.xlsx")
+
+
+def test_the_docstring_names_every_field_a_row_has():
+    """Predict's docstring opens with the row's keys: every key of PredictRow a row always has (`text` is the
+    command line's and the server's, `labels` multi-label models' only)."""
+    import re
+
+    from bertkit.tasks.predict import Predict, PredictRow
+
+    named = set(re.findall(r'"(\w+)"', Predict.__doc__.splitlines()[0]))
+    assert named == set(PredictRow.__annotations__) - {"text", "labels"}
