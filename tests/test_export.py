@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 import onnx  # noqa: E402
 
-from helpers import MINILM_TERMS, assert_fp32_close  # noqa: E402
+from helpers import MINILM_TERMS, TINY_TERMS, assert_fp32_close, tiny_config  # noqa: E402
 
 from bertkit.errors import BertkitError  # noqa: E402
 from bertkit.export.onnx import INT8_FILE, ONNX_FILE, padded_inputs, session  # noqa: E402
@@ -34,12 +34,11 @@ def minilm_export(minilm, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def classifier_export(rt_classifier_dir, tmp_path_factory):
-    import bertkit
-
-    model = bertkit.load(rt_classifier_dir, device="cpu")
+def classifier_export(tiny_cls, tmp_path_factory):
+    """A small classifier: the graph's arithmetic is the same whatever the weights learned, and a two-layer model
+    traces in half MiniLM's time (bench_cpu.py --classifier checks a fine-tuned MiniLM's labels through ONNX)."""
     folder = tmp_path_factory.mktemp("classifier_onnx")
-    return model, folder, model.export_onnx(folder)
+    return tiny_cls, folder, tiny_cls.export_onnx(folder)
 
 
 def run(folder, file, encodings, batch=8):
@@ -72,7 +71,7 @@ def test_classifier_logits_and_labels_equal_bertkit(classifier_export, inputs):
     for encodings in (model.tokenize(texts), model.tokenize(firsts, seconds)):
         states, logits = run(folder, ONNX_FILE, encodings)
         want = np.stack(model.run(encodings, lambda b: list(model.network.classify(b).float().cpu())))
-        assert_fp32_close(logits, want, terms=MINILM_TERMS, depth=MINILM_LAYERS + 3, what="logits")
+        assert_fp32_close(logits, want, terms=TINY_TERMS, depth=tiny_config().num_hidden_layers + 3, what="logits")
     labels = [p["label"] for p in model.predict(texts)]
     assert [model.labels[i] for i in run(folder, ONNX_FILE, model.tokenize(texts))[1].argmax(1)] == labels
     assert report["outputs"] == ["last_hidden_state", "logits"] and report["check"]["label_agreement"] == 1.0
