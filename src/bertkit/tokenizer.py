@@ -57,6 +57,11 @@ class Encoding:
             "n_truncated": self.n_truncated,
         }
 
+    def _repr_html_(self) -> str:  # a notebook shows the tokens as a table (bertkit.display)
+        from bertkit.display import encoding_html
+
+        return encoding_html(self)
+
 
 def _from_hf(enc: _HFEncoding, n_truncated: int = 0) -> Encoding:
     return Encoding(

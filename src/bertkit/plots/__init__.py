@@ -6,6 +6,7 @@ or other code in the same process that already chose one. A notebook displays a 
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 PLOT_FORMATS = (".png",)  # every plot is a PNG, whatever the file is called
@@ -27,3 +28,10 @@ def save(fig, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format=PLOT_FORMATS[0][1:], bbox_inches="tight")
     return path
+
+
+def png(fig) -> bytes:
+    """`fig` as the bytes of the PNG that `save` would write (what a notebook shows)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=PLOT_FORMATS[0][1:], bbox_inches="tight")
+    return buffer.getvalue()

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from bertkit.batching import Batch
+from bertkit.display import Results, attention_png
 from bertkit.errors import OptionError
 from bertkit.options import Options, option
 from bertkit.tasks.base import JSON_NUMBER, Item, Prepared, Task, closed
@@ -61,6 +62,9 @@ class AttentionWeights:
         return {"text": self.text, "pair": self.pair, "tokens": self.tokens, "type_ids": self.type_ids,
                 "layers": self.layers, "heads": self.heads, "attention": self.weights.tolist(),
                 "focus": {k: v.tolist() for k, v in self.focus.items()}, "truncated": self.truncated}
+
+    def _repr_png_(self) -> bytes:  # a notebook shows one head's view, or the layer x head grid
+        return attention_png(self)
 
 
 def _position(chosen: list[int], number: int, what: str) -> int:
@@ -129,7 +133,7 @@ class Attention(Task):
             answers.append(AttentionWeights(text, pair, list(encoding.tokens), list(encoding.type_ids), layers, heads,
                                             weights, focus(weights, encoding, model.tokenizer.cls_id,
                                                            model.tokenizer.sep_id), cut))
-        return answers
+        return Results(answers)
 
     def payload(self, answer: list[AttentionWeights], prepared: Prepared, options: Any) -> list[dict]:
         return [a.to_dict() for a in answer]

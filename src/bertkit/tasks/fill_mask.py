@@ -10,6 +10,7 @@ from typing_extensions import TypedDict  # pydantic reads typing's only from Pyt
 import torch
 
 from bertkit.batching import Batch
+from bertkit.display import Results, filled_html
 from bertkit.errors import BertkitError, OptionError
 from bertkit.options import option
 from bertkit.tasks.base import JSON_NUMBER, Head, Item, Prepared, Task, closed
@@ -175,7 +176,7 @@ class FillMask(Task):
                                     for t, target in enumerate(layout.targets)), key=lambda r: -r["score"])
                             for j in range(len(masks))]
             answers.append(Filled(per_mask, fill(text, [mask.span for mask in masks], per_mask)))
-        return answers
+        return Results(answers)
 
     def payload(self, answer: list[FillMaskResult], prepared: Prepared, options: Any) -> list[dict]:
         return [{"text": t, "filled": r.filled, "masks": list(r), "truncated": n}
@@ -306,6 +307,9 @@ class Filled(list):
     def __init__(self, per_mask: list[list[dict]], filled: str) -> None:
         super().__init__(per_mask)
         self.filled = filled
+
+    def _repr_html_(self) -> str:  # a notebook shows the filled text and a ranked table per mask
+        return filled_html(self, self.filled)
 
 
 def fill(text: str, spans: list[tuple[int, int]], per_mask: list[list[dict]]) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from bertkit.batching import Batch
+from bertkit.display import similarity_html
 from bertkit.errors import BertkitError, OptionError
 from bertkit.options import REQUIRED, option
 from bertkit.tasks.base import JSON_NUMBER, Item, Prepared, Task, closed
@@ -104,6 +105,9 @@ class SimilarityMatrix:
         return {"labels": self.labels, "matrix": self.matrix.tolist(),
                 "static_matrix": None if self.static is None else self.static.tolist(),
                 "words": [v.to_dict() for v in self.vectors]}
+
+    def _repr_html_(self) -> str:  # a notebook shows both matrices as shaded tables
+        return similarity_html(self)
 
 
 def _cosines(vectors: list[np.ndarray]) -> np.ndarray:

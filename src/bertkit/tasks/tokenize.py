@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
+from bertkit.display import Results
 from bertkit.options import option
 from bertkit.tasks.base import Prepared, Task, closed
 from bertkit.terminal import shown
@@ -57,7 +58,7 @@ class Tokenize(Task):
         return min(options.max_length or model.max_length, model.max_length)
 
     def present(self, model: "Model", prepared: Prepared, results: list, options: Any) -> list[Encoding]:
-        return [d.full if len(d.windows) > 1 else d.windows[0] for d in prepared.documents]
+        return Results(d.full if len(d.windows) > 1 else d.windows[0] for d in prepared.documents)
 
     def payload(self, answer: list[Encoding], prepared: Prepared, options: Any) -> list[dict]:
         rows = []

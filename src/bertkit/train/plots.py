@@ -1,4 +1,4 @@
-"""PNG plots for training runs: loss and metric curves, confusion matrices, similarity heatmaps."""
+"""Plots for training runs: loss and metric curves, confusion matrices, similarity heatmaps (Figures, or PNG files)."""
 from __future__ import annotations
 
 import math
@@ -46,7 +46,12 @@ def _smooth(ys: list[float], window: int) -> np.ndarray:
 
 
 def plot_training_curves(records: Sequence[dict], path: str | Path, title: str = "Training") -> Path:
-    """Loss (train and eval) and eval metrics against step, side by side; records are metrics.jsonl lines."""
+    """Write `training_curves` as a PNG at `path`; returns the path."""
+    return _save(training_curves(records, title), path)
+
+
+def training_curves(records: Sequence[dict], title: str = "Training"):
+    """Loss (train and eval) and eval metrics against step, side by side, as a Figure; records are metrics.jsonl lines."""
     fig = _figure(11, 4)
     ax_loss, ax_metric = fig.subplots(1, 2)
 
@@ -95,7 +100,7 @@ def plot_training_curves(records: Sequence[dict], path: str | Path, title: str =
     else:
         ax_metric.text(0.5, 0.5, "no evaluation metrics", ha="center", va="center", transform=ax_metric.transAxes)
     fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
 def _truncate(label: Any, limit: int = 40) -> str:
@@ -115,7 +120,13 @@ def _annotate(ax, values: np.ndarray, shown: np.ndarray, fmt: str, norm, cmap, f
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]] | np.ndarray, label_names: Sequence[str], path: str | Path,
                           title: str = "Confusion matrix") -> Path:
-    """Heatmap with counts in the cells; rows are true classes, columns predicted ones.
+    """Write `confusion_matrix` as a PNG at `path`; returns the path."""
+    return _save(confusion_matrix(matrix, label_names, title), path)
+
+
+def confusion_matrix(matrix: Sequence[Sequence[int]] | np.ndarray, label_names: Sequence[str],
+                     title: str = "Confusion matrix"):
+    """A Figure: heatmap with counts in the cells; rows are true classes, columns predicted ones.
 
     Cells are coloured by the share of their row (recall per class), so a small class's errors are as
     visible as a large class's; the numbers are the raw counts.
@@ -143,12 +154,18 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]] | np.ndarray, label_na
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    return _save(fig, path)
+    return fig
 
 
 def plot_similarity_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[Any], path: str | Path,
                            title: str = "Cosine similarity") -> Path:
-    """Labelled heatmap with values in the cells; `labels` names rows and columns of a square matrix,
+    """Write `similarity_heatmap` as a PNG at `path`; returns the path."""
+    return _save(similarity_heatmap(matrix, labels, title), path)
+
+
+def similarity_heatmap(matrix: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[Any],
+                       title: str = "Cosine similarity"):
+    """A Figure: labelled heatmap with values in the cells; `labels` names rows and columns of a square matrix,
     or is a (row_labels, column_labels) pair for a rectangular one. Long labels are cut to 40 characters."""
     from matplotlib import colormaps
     from matplotlib.colors import Normalize
@@ -179,4 +196,4 @@ def plot_similarity_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, label
     ax.set_xticks(range(cols), labels=[_truncate(x) for x in col_labels], rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(rows), labels=[_truncate(x) for x in row_labels])
     ax.set_title(title)
-    return _save(fig, path)
+    return fig

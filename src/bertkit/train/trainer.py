@@ -92,6 +92,11 @@ class TrainResult:
                        "metrics": self.metrics, "test_metrics": self.test_metrics, "best": self.best,
                        "steps": self.steps, "stopped_early": self.stopped_early, "timings": self.timings})
 
+    def _repr_html_(self) -> str:  # a notebook shows the final metrics and the training curves
+        from bertkit.display import train_result_html
+
+        return train_result_html(self)
+
 
 class _Interrupt:
     """First Ctrl-C: finish the current step, checkpoint and stop. A second one stops at once."""
@@ -309,7 +314,7 @@ class _Session:
 
     def __init__(self, trainer: Trainer, run: RunState, optimizer, scheduler, generator: torch.Generator,
                  total_steps: int):
-        from tqdm import tqdm
+        from tqdm.auto import tqdm  # a widget in Jupyter, text in a terminal
 
         self.trainer, self.run = trainer, run
         self.optimizer, self.scheduler, self.generator = optimizer, scheduler, generator
