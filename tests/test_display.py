@@ -127,3 +127,17 @@ def test_nothing_imports_ipython_or_pyplot():
             "assert not bad, bad\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_progress_bars_use_tqdm_auto():
+    """Every progress bar comes from tqdm.auto: a widget in Jupyter, text in a terminal."""
+    import ast
+
+    plain = []
+    for path in (ROOT / "src" / "bertkit").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module == "tqdm":
+                plain.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            elif isinstance(node, ast.Import) and any(alias.name == "tqdm" for alias in node.names):
+                plain.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not plain, f"import tqdm.auto instead of tqdm at {plain}"

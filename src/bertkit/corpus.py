@@ -215,9 +215,9 @@ def rank_device(requested: str | None) -> str | None:
 
 
 def _progress(enabled: bool, description: str):
-    from tqdm.auto import tqdm
+    from bertkit.terminal import progress_bar
 
-    return tqdm(desc=description, unit="rows", disable=not enabled, dynamic_ncols=True)
+    return progress_bar(desc=description, unit="rows", disable=not enabled, dynamic_ncols=True)
 
 
 def read_results(output_dir: str | os.PathLike) -> pd.DataFrame:

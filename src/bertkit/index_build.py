@@ -81,7 +81,7 @@ def build_index(
     "<file>:<row>" (stable while the files are); the report's `id_column` says which. Rows without
     text are counted (`errors`) and skipped. `options` are embed's (long documents).
     """
-    from tqdm.auto import tqdm
+    from bertkit.terminal import progress_bar
 
     if shard_rows < 1:
         raise OptionError("shard_rows", "must be at least 1")
@@ -101,7 +101,7 @@ def build_index(
                                    extra={"fingerprint": wanted["fingerprint"]})
     counts = {"rows": 0, "embedded": 0, "added": 0, "replaced": 0, "unchanged": 0, "errors": 0,
               "dropped": dropped, "id_column": inputs[0].ident}
-    bar = tqdm(desc="index", unit="rows", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(desc="index", unit="rows", disable=not progress, dynamic_ncols=True)
     with index.writing():
         for source_file in inputs:
             for frame in iter_table(source_file.path, shard_rows, columns=source_file.columns):

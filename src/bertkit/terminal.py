@@ -36,3 +36,15 @@ def safe_lines(text: str) -> str:
 def safe_json(text: str) -> str:
     """JSON text with the characters JSON leaves raw but a terminal obeys written as \\uXXXX escapes (the same values)."""
     return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
+
+
+def progress_bar(iterable: Any = None, **options: Any):
+    """A tqdm.auto progress bar: a widget in Jupyter, text in a terminal (and in a Jupyter without ipywidgets)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # tqdm.auto warns on import where Jupyter lacks ipywidgets ("IProgress not found"), even for a bar that is
+        # switched off; the text bar it falls back to is what such a notebook should get, so that is no news.
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
+    return tqdm(iterable, **options)

@@ -115,6 +115,6 @@ def _side(read: DocumentCounts, no_tokens: int) -> dict:
 
 
 def _progress(items: Iterable, enabled: bool, description: str) -> Iterable:
-    from tqdm.auto import tqdm
+    from bertkit.terminal import progress_bar
 
-    return tqdm(items, desc=description, unit="docs", disable=not enabled, dynamic_ncols=True)
+    return progress_bar(items, desc=description, unit="docs", disable=not enabled, dynamic_ncols=True)

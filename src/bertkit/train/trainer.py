@@ -314,7 +314,7 @@ class _Session:
 
     def __init__(self, trainer: Trainer, run: RunState, optimizer, scheduler, generator: torch.Generator,
                  total_steps: int):
-        from tqdm.auto import tqdm  # a widget in Jupyter, text in a terminal
+        from bertkit.terminal import progress_bar
 
         self.trainer, self.run = trainer, run
         self.optimizer, self.scheduler, self.generator = optimizer, scheduler, generator
@@ -330,8 +330,9 @@ class _Session:
         self.fingerprint = self.objective.fingerprint() if self.folder.path is not None else None
         # Throughput of this session since the last read-out (after a resume, of its own steps only).
         self.window = {"examples": 0, "tokens": 0, "t": time.perf_counter()}
-        self.bar = tqdm(total=total_steps, initial=run.step, unit="step", desc="train", dynamic_ncols=True,
-                        disable=(not trainer.progress) if trainer.progress is not None else None, file=sys.stderr)
+        self.bar = progress_bar(total=total_steps, initial=run.step, unit="step", desc="train", dynamic_ncols=True,
+                                disable=(not trainer.progress) if trainer.progress is not None else None,
+                                file=sys.stderr)
 
     def took_step(self, loss_sum: torch.Tensor, grad_norm: torch.Tensor | None, group: Sequence[Sequence[int]],
                   lengths: Sequence[int]) -> None:
