@@ -114,10 +114,13 @@ def _same_text(committed: str, fresh: str) -> bool:
 
 def _comparable(cell) -> list[tuple[str, str]]:
     """(kind, text) per output: printed text, and the plain text of results that have no picture or table."""
-    shown = []
+    shown: list[tuple[str, str]] = []
     for out in cell.get("outputs", []):
         if out.output_type == "stream":
-            shown.append((out.name, out.text))
+            if shown and shown[-1][0] == out.name:  # one print may arrive in several pieces: timing decides where
+                shown[-1] = (out.name, shown[-1][1] + out.text)
+            else:
+                shown.append((out.name, out.text))
         elif out.output_type in ("execute_result", "display_data"):
             rich = sorted(k for k in out.data if k != "text/plain")
             shown.append((",".join(rich) or "text/plain", "" if rich else out.data.get("text/plain", "")))
