@@ -35,8 +35,8 @@ class PretrainArguments(Options):
                                                          "there is no --eval-data; 0: no evaluation", ge=0, lt=1)
     text_column: str | None = option(None, "a table's column holding the text", default_help="/".join(TEXT_COLUMNS))
     paragraphs: bool = option(False, "a .txt document is a paragraph (lines up to a blank line), not a line")
-    mask_prob: float = option(DEFAULT_MASK_PROB, "share of tokens to mask; of those 80% become [MASK], 10% a random "
-                                                 "token, 10% stay", gt=0, lt=1)
+    mask_prob: float = option(DEFAULT_MASK_PROB, "share of tokens to mask; of those, 8 in 10 become [MASK], 1 in 10 "
+                                                 "a random token, 1 in 10 stay as they are", gt=0, lt=1)
     mask: Literal[MASKING] = option(MASKING[0], "mask whole words (all their pieces) or word pieces on their own")
     max_length: int = option(128, "tokens per window, [CLS] and [SEP] included (at most the model's positions)",
                              ge=MIN_LENGTH)
