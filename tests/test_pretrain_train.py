@@ -180,3 +180,32 @@ def test_bad_inputs_are_one_line_errors_that_leave_no_folder(tiny_base_dir, corp
         assert not out.exists(), err
     with pytest.raises(bertkit.BertkitError, match="metric"):
         pretrain_mlm(tiny_base_dir, corpus / "train.txt", metric="accuracy")
+
+
+# -- data-parallel -----------------------------------------------------------------------------------
+def test_two_gloo_processes_train_as_one(minilm_dir, corpus, tmp_path, capsys):
+    """`--nproc 2` (torchrun, gloo) ends where one process does: the same masked tokens, the loss of every global
+    batch, and weights equal up to the reduction-order noise AdamW can amplify (see test_ddp.assert_same_weights)."""
+    from helpers import write_tiny
+
+    model = write_tiny("base", tmp_path / "tiny", minilm_dir, seed=3, hidden_dropout_prob=0.0,
+                       attention_probs_dropout_prob=0.0)
+    lr, argv = 5e-3, ["pretrain", "--model", str(model), "--data", str(corpus / "train.txt"), "--eval-fraction", "0.2",
+                      "--max-length", "32", "--max-steps", "4", "--batch-size", "6", "--lr", "5e-3", "--seed", "0",
+                      "--log-every", "1", "--eval-every", "2", "--device", "cpu", "--no-progress"]
+    assert main(argv + ["--output", str(tmp_path / "one")]) == 0
+    two = subprocess.run([sys.executable, "-m", "bertkit", *argv, "--output", str(tmp_path / "two"), "--nproc", "2",
+                          "--json"], capture_output=True, text=True, env=dict(ENV, OMP_NUM_THREADS="1"), timeout=300)
+    assert two.returncode == 0, two.stderr
+    r1, r2 = (list(map(json.loads, (tmp_path / d / "metrics.jsonl").read_text().splitlines())) for d in ("one", "two"))
+    assert [(r["step"], r["split"]) for r in r1] == [(r["step"], r["split"]) for r in r2]
+    for a, b in zip(r1, r2):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        if a["split"] == "eval":
+            assert (b["masked_tokens"], b["unigram"]) == (a["masked_tokens"], a["unigram"])
+    w1, w2 = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    for name in w1:
+        diff = (w2[name].double() - w1[name].double()).abs()
+        assert int((diff > 1e-5 + 1e-5 * w1[name].double().abs()).sum()) <= max(1, diff.numel() // 1000), name
+        assert diff.max() <= 2 * lr * 4, name
+    assert json.loads(two.stdout)["steps"] == 4
