@@ -1,6 +1,6 @@
 """Masked-LM training measured: domain adaptation of the bundled MiniLM, what it learns, and its speed against transformers.
 
-    python benchmarks/bench_pretrain.py --quick --out bench_pretrain/       # ~10 min on 2 CPU cores: 1 seed
+    python benchmarks/bench_pretrain.py --quick --out bench_pretrain/       # ~25 min on 2 busy CPU cores: 1 seed
     python benchmarks/bench_pretrain.py --out bench_pretrain/ --seeds 42 43 44 --steps 1000
 
 Three measurements, each on the same text and model:
@@ -160,7 +160,7 @@ def _transformers_speed(start: Path, text: Path, steps: int, max_length: int, ba
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("bench_pretrain"))
-    p.add_argument("--quick", action="store_true", help="1 seed, 150 steps of 16 windows, 20 speed steps (~10 min on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="1 seed, 60 steps of 8 windows at lr 3e-4, 10 speed steps (~25 min on 2 busy CPU cores)")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     p.add_argument("--steps", type=int, default=1000, help="masked-LM training steps for 'learn' and 'adapt'")
     p.add_argument("--speed-steps", type=int, default=60)
@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--only", nargs="+", choices=("learn", "adapt", "speed"), default=("learn", "adapt", "speed"))
     args = p.parse_args(argv)
-    if args.quick:  # sized for ~10 minutes on two CPU cores
-        args.seeds, args.steps, args.speed_steps, args.batch_size = args.seeds[:1], 150, 20, 16
+    if args.quick:  # sized for ~25 minutes on two busy CPU cores (one core's worth of MiniLM training: ~200 tokens/s)
+        args.seeds, args.steps, args.speed_steps, args.batch_size, args.lr = args.seeds[:1], 60, 10, 8, 3e-4
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"command": " ".join(["python", "benchmarks/bench_pretrain.py", *(argv or sys.argv[1:])]),
                     "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
