@@ -29,6 +29,7 @@ SHRINK = {
     "train": ["--limit", "32", "--eval-limit", "16", "--epochs", "1", "--max-steps", "2", "--batch-size", "8",
               "--max-length", "64", "--no-progress"],
     "evaluate": ["--limit", "32"],
+    "pretrain": ["--max-steps", "2", "--batch-size", "4", "--max-length", "32", "--no-progress"],
 }
 # Commands that parse but are not run here: (test, reason), first match wins.
 PARSE_ONLY = [

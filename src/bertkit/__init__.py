@@ -15,5 +15,7 @@ __all__ = [
 ]
 from bertkit.train import Trainer, TrainConfig, TrainResult, evaluate_model, finetune  # noqa: E402
 __all__ += ["Trainer", "TrainConfig", "TrainResult", "evaluate_model", "finetune"]
+from bertkit.pretrain.recipe import pretrain_mlm  # noqa: E402
+__all__ += ["pretrain_mlm"]
 from bertkit.tasks import SimilarityMatrix, WordSimilarity, WordVector  # noqa: E402
 __all__ += ["SimilarityMatrix", "WordSimilarity", "WordVector"]

@@ -1,4 +1,4 @@
-"""`bertkit train`, `bertkit evaluate` and `bertkit datasets`: flags derived from the option dataclasses, and printing."""
+"""`bertkit train`, `bertkit pretrain`, `bertkit evaluate` and `bertkit datasets`: flags derived from the option dataclasses, and printing."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,10 @@ from bertkit.options import add_flags, from_args, specs
 from bertkit.train.arguments import EvaluateOptions, TrainArguments
 from bertkit.train.config import LONG_OPTIONS, TrainConfig
 from bertkit.train.launch import ParallelOptions, SessionOptions
-from bertkit.train.run_folder import EVALUATION_FILES, RUN_FILES
+from bertkit.train.run_folder import (ARGUMENTS, CURVES, EVALUATION_FILES, METRICS, MLM_CURVES, RECORD, RECORDS,
+                                      RUN_FILES)
+
+PRETRAIN_FILES = (METRICS, RECORDS, RECORD, CURVES, MLM_CURVES, ARGUMENTS)  # what a pretrain run folder holds
 
 # Shown under "evaluation and checkpoints" rather than "optimisation" in the help.
 CHECKPOINT_GROUP = ("metric", "patience", "eval_every", "save_every", "log_every", "keep_checkpoints")
@@ -32,16 +35,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flags(p.add_argument_group("optimisation"), TrainConfig, skip=CHECKPOINT_GROUP + LONG_OPTIONS, suppress=True)
     add_flags(p.add_argument_group("long documents", LONG_HELP), TrainConfig, skip=_only(TrainConfig, LONG_OPTIONS),
               suppress=True)
-    g = p.add_argument_group("evaluation and checkpoints")
-    add_flags(g, TrainConfig, skip=_only(TrainConfig, CHECKPOINT_GROUP), suppress=True)
-    add_flags(g, SessionOptions, suppress=True)
-    g = p.add_argument_group("data-parallel training",
-                             "--batch-size and --batch-tokens are global: each of N processes trains on 1/N of every "
-                             "batch. For several machines start torchrun yourself: torchrun --nnodes M "
-                             "--nproc-per-node N --node-rank R --rdzv-endpoint HOST:PORT -m bertkit train ...")
-    add_flags(g, ParallelOptions, suppress=True)
-    add_json_arg(p)
+    _add_run_flags(p, "train")
     p.set_defaults(func=train)
+
+    from bertkit.pretrain.arguments import NOT_FOR_PRETRAINING, PretrainArguments
+
+    p = sub.add_parser("pretrain", help="masked-LM training on unlabelled text (domain adaptation, or a small BERT)",
+                       description="Train a BERT model's encoder and masked-LM head on unlabelled text, BERT's way "
+                                   "(whole-word masking, packed windows, a fresh mask each epoch); a model without an "
+                                   "MLM head gets one. Writes a Hugging Face BertForMaskedLM folder with the run's "
+                                   f"record beside the weights ({', '.join(PRETRAIN_FILES)}).")
+    add_flags(p.add_argument_group("model and text"), PretrainArguments, suppress=True)
+    add_flags(p.add_argument_group("optimisation"), TrainConfig, skip=CHECKPOINT_GROUP + NOT_FOR_PRETRAINING,
+              suppress=True)
+    _add_run_flags(p, "pretrain", skip=NOT_FOR_PRETRAINING)
+    p.set_defaults(func=pretrain)
 
     p = sub.add_parser("evaluate", help="score a trained classifier on labelled data")
     add_model_args(p, default=None, runs_network=False)
@@ -57,6 +65,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("datasets", help="list the built-in datasets with their sizes and labels")
     add_json_arg(p)
     p.set_defaults(func=datasets)
+
+
+def _add_run_flags(p: argparse.ArgumentParser, command: str, skip: tuple[str, ...] = ()) -> None:
+    """A training command's evaluation, checkpoint, session, data-parallel and --json flags."""
+    g = p.add_argument_group("evaluation and checkpoints")
+    add_flags(g, TrainConfig, skip=_only(TrainConfig, CHECKPOINT_GROUP) + skip, suppress=True)
+    add_flags(g, SessionOptions, suppress=True)
+    g = p.add_argument_group("data-parallel training",
+                             "--batch-size and --batch-tokens are global: each of N processes trains on 1/N of every "
+                             "batch. For several machines start torchrun yourself: torchrun --nnodes M "
+                             f"--nproc-per-node N --node-rank R --rdzv-endpoint HOST:PORT -m bertkit {command} ...")
+    add_flags(g, ParallelOptions, suppress=True)
+    add_json_arg(p)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -78,6 +99,35 @@ def train(args: argparse.Namespace) -> int:
         lines += ["", f"{p['steps']} steps in {t['train_s']:.1f}s training ({t['examples_per_s']:.1f} examples/s) "
                       f"+ {t['eval_s']:.1f}s evaluation" + ("; stopped early" if p["stopped_early"] else ""),
                   f"model saved to {p['output_dir']} ({', '.join(_written(p['output_dir'], RUN_FILES))})"]
+        return "\n".join(lines)
+
+    emit(args, outcome.result.summary(), human)
+    return outcome.exit_code
+
+
+def pretrain(args: argparse.Namespace) -> int:
+    from bertkit.pretrain.recipe import PRETRAIN
+    from bertkit.train import launch
+
+    outcome = launch.train(launch.given_options(vars(args), PRETRAIN), from_args(SessionOptions, args),
+                           from_args(ParallelOptions, args), extra_flags=["--json"] if args.json else [],
+                           command=PRETRAIN)
+    if outcome.result is None:
+        return outcome.exit_code
+
+    def human(p: dict) -> str:
+        m, lines = p["metrics"], []
+        if m:
+            lines.append(f"held-out masked tokens ({m['masked_tokens']:,}, step {m['step']}):")
+            for name, f in (("model", m), ("unigram baseline", m.get("unigram"))):
+                if f:
+                    lines.append(f"  {name:<17} loss {f['loss']:.4f}  perplexity {f['perplexity']:.2f}  "
+                                 f"top-1 {f['top1']:.3f}  top-5 {f['top5']:.3f}")
+        t = p["timings"]
+        lines += [f"{p['steps']} steps in {t['train_s']:.1f}s training ({t['tokens_per_s']:.0f} tokens/s) "
+                  f"+ {t['eval_s']:.1f}s evaluation" + ("; stopped early" if p["stopped_early"] else ""),
+                  f"model saved to {p['output_dir']} ({', '.join(_written(p['output_dir'], PRETRAIN_FILES))}); "
+                  f"try: bertkit fill-mask --model {p['output_dir']} \"the capital of france is [MASK].\""]
         return "\n".join(lines)
 
     emit(args, outcome.result.summary(), human)

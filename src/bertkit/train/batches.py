@@ -144,8 +144,9 @@ class BatchStream:
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         bucket_size: int = 64,
+        lengths: Sequence[int] | None = None,
     ):
-        if not encodings:
+        if not len(encodings):
             raise BertkitError("no examples to batch; the dataset is empty")
         if labels is not None and len(labels) != len(encodings):
             raise ValueError(f"{len(labels)} labels for {len(encodings)} encodings")
@@ -153,7 +154,8 @@ class BatchStream:
             raise BertkitError("give a batch size (--batch-size) or a token budget (--batch-tokens)")
         self.encodings = encodings
         self.labels = labels
-        self.lengths = [len(e) for e in encodings]
+        # Given when the examples are not sequences themselves (a subclass builds their batches).
+        self.lengths = list(lengths) if lengths is not None else [len(e) for e in encodings]
         longest = max(self.lengths)
         # A batch-size-only plan still needs a token cap for group_by_budget; size x longest never binds.
         self.max_tokens = batch_tokens if batch_tokens is not None else batch_size * longest
@@ -195,8 +197,9 @@ class BatchStream:
         size_only = self.batch_size is not None and self.max_tokens >= self.batch_size * max(self.lengths)
         return size_only or not self.shuffle
 
-    def batch(self, indices: Sequence[int]) -> Batch:
-        """Pack the given examples (with their labels, if any) and move them to the device."""
+    def batch(self, indices: Sequence[int], epoch: int = 0) -> Batch:
+        """Pack the given examples (with their labels, if any) and move them to the device; the same every
+        epoch here (a subclass may build other inputs each epoch, as masked-LM training masks afresh)."""
         encs = [self.encodings[i] for i in indices]
         labels = [self.labels[i] for i in indices] if self.labels is not None else None
         batch = pack([e.ids for e in encs], [e.type_ids for e in encs], labels, index=list(indices))
@@ -209,4 +212,4 @@ class BatchStream:
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         """The batches of `epoch`, skipping the first `start` (where a resumed run picks up)."""
         for indices in self.plan(epoch)[start:]:
-            yield self.batch(indices)
+            yield self.batch(indices, epoch)

@@ -150,7 +150,7 @@ class Classification(Objective):
             raise BertkitError("the model has no classification head to train")
         return ClassifierPath(network)
 
-    def weight(self, stream: BatchStream, group: Sequence[Sequence[int]]) -> float | torch.Tensor:
+    def weight(self, stream: BatchStream, group: Sequence[Sequence[int]], epoch: int = 0) -> float | torch.Tensor:
         # Every rank knows every label of the group, so the global divisor needs no communication.
         labels = [stream.labels[i] for indices in group for i in indices]
         return example_weight(labels_to_tensor(labels, self.device), self.class_weights)

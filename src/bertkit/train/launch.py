@@ -8,7 +8,7 @@ import time
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from bertkit.errors import BertkitError, OptionError
 from bertkit.options import Options, flag_name, option, specs
@@ -19,15 +19,27 @@ from bertkit.train.config import TrainConfig, defaults, resume_conflicts
 from bertkit.train.recipes import saved_arguments, train_run
 from bertkit.train.trainer import TrainResult
 
-# What a run is: saved in its training_arguments.json, and compared on --resume (resume_conflicts says which may change).
-RUN_OPTIONS = (TrainArguments, TrainConfig)
+
+@dataclass(frozen=True)
+class Command:
+    """A training command: its name, the options that make one of its runs, and the recipe that runs one."""
+
+    name: str  # `bertkit NAME`; the torchrun workers run it too
+    # What a run is: saved in its training_arguments.json, and compared on --resume (resume_conflicts says which may
+    # change): the command's arguments class, then TrainConfig.
+    options: tuple[type, type]
+    run: Callable[..., TrainResult]  # train_run's signature
+
+
+TRAIN = Command("train", (TrainArguments, TrainConfig), train_run)
+RUN_OPTIONS = TRAIN.options
 
 
 @dataclass
 class SessionOptions(Options):
     """How this invocation runs: where it writes, which run it resumes, on what device (not part of the run)."""
 
-    output: str | None = option(None, "run folder to write", short="-o", default_help="runs/train-TIMESTAMP")
+    output: str | None = option(None, "run folder to write", short="-o", default_help="runs/COMMAND-TIMESTAMP")
     resume: str | None = option(None, "carry on the unfinished run in DIR where it stopped", metavar="DIR")
     overwrite: bool = option(False, "replace a finished or unfinished run in --output")
     device: str | None = option(None, "cpu, cuda, cuda:N, mps", default_help="best available")
@@ -65,16 +77,17 @@ class Outcome:
     exit_code: int = 0
 
 
-def given_options(values: Mapping[str, Any]) -> dict[str, Any]:
+def given_options(values: Mapping[str, Any], command: Command = TRAIN) -> dict[str, Any]:
     """The run options among `values` (e.g. vars() of flags parsed with add_flags(..., suppress=True)): those given."""
-    return {s.name: values[s.name] for cls in RUN_OPTIONS for s in specs(cls) if s.cli and s.name in values}
+    return {s.name: values[s.name] for cls in command.options for s in specs(cls) if s.cli and s.name in values}
 
 
-def resolve(given: Mapping[str, Any], session: SessionOptions) -> Plan:
+def resolve(given: Mapping[str, Any], session: SessionOptions, command: Command = TRAIN) -> Plan:
     """The run from the options given, their defaults and, on --resume, the run's saved arguments. Writes nothing."""
     if session.resume is None:
-        output = Path(session.output) if session.output else Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
-        return Plan(*_build(given), output=output, resume=False)
+        output = (Path(session.output) if session.output else
+                  Path("runs") / time.strftime(f"{command.name}-%Y%m%d-%H%M%S"))
+        return Plan(*_build(given, command), output=output, resume=False)
     output = Path(session.resume)
     if session.output and Path(session.output).resolve() != output.resolve():
         raise OptionError("resume", f"{session.resume} continues the run in that folder; drop --output {session.output}")
@@ -82,46 +95,47 @@ def resolve(given: Mapping[str, Any], session: SessionOptions) -> Plan:
         raise OptionError("resume", f"{session.resume}: no such folder")
     saved = saved_arguments(output)
     if saved is None:
-        raise BertkitError(f"{output} has no training_arguments.json; it was not started by `bertkit train`")
-    saved = {**defaults(*RUN_OPTIONS), **saved}  # a run saved before a setting existed ran with its default
+        raise BertkitError(f"{output} has no training_arguments.json; it was not started by `bertkit {command.name}`")
+    saved = {**defaults(*command.options), **saved}  # a run saved before a setting existed ran with its default
     changed = resume_conflicts(saved, given)
     if changed:
         diffs = ", ".join(f"{flag_name(k)} {given[k]!r} (run: {saved.get(k)!r})" for k in changed)
         raise BertkitError(f"--resume continues a run with its own settings; these differ: {diffs}. "
                            f"Drop them, or start a new run")
-    return Plan(*_build({**saved, **given}), output=output, resume=True)
+    return Plan(*_build({**saved, **given}, command), output=output, resume=True)
 
 
-def _build(values: Mapping[str, Any]) -> tuple[TrainArguments, TrainConfig]:
+def _build(values: Mapping[str, Any], command: Command) -> tuple[Any, TrainConfig]:
     made = []
-    for cls in RUN_OPTIONS:
+    for cls in command.options:
         names = {f.name for f in fields(cls)}
         made.append(cls(**{k: v for k, v in values.items() if k in names}))
     return made[0], made[1]
 
 
 def train(given: Mapping[str, Any], session: SessionOptions, parallel: ParallelOptions,
-          extra_flags: Sequence[str] = ()) -> Outcome:
-    """Run `bertkit train`: in this process, as one torchrun worker, or (with nproc) as N workers on this machine.
+          extra_flags: Sequence[str] = (), command: Command = TRAIN) -> Outcome:
+    """Run `bertkit train` (or another training `command`): in this process, as one torchrun worker, or (with
+    nproc) as N workers on this machine.
 
     `extra_flags` are the command's own flags the workers need as well (e.g. --json).
     """
     if parallel.nproc is not None:
-        return Outcome(None, start_workers(given, session, parallel.nproc, extra_flags))
+        return Outcome(None, start_workers(given, session, parallel.nproc, extra_flags, command))
     if distributed.launched_by_torchrun():
-        return _worker(given, session)
-    return Outcome(_run(given, session, session.device))
+        return _worker(given, session, command)
+    return Outcome(_run(given, session, session.device, command))
 
 
-def _run(given: Mapping[str, Any], session: SessionOptions, device: str | None) -> TrainResult:
+def _run(given: Mapping[str, Any], session: SessionOptions, device: str | None, command: Command) -> TrainResult:
     # Under DDP rank 0 resolves (it alone may see the run folder; the default name holds a timestamp) and tells the rest.
-    plan = distributed.on_main(lambda: resolve(given, session))
-    return train_run(plan.arguments, plan.config, output_dir=plan.output, device=device, resume=plan.resume,
-                     overwrite=session.overwrite, progress=False if session.no_progress else None,
-                     output_param=plan.output_param)
+    plan = distributed.on_main(lambda: resolve(given, session, command))
+    return command.run(plan.arguments, plan.config, output_dir=plan.output, device=device, resume=plan.resume,
+                       overwrite=session.overwrite, progress=False if session.no_progress else None,
+                       output_param=plan.output_param)
 
 
-def _worker(given: Mapping[str, Any], session: SessionOptions) -> Outcome:
+def _worker(given: Mapping[str, Any], session: SessionOptions, command: Command) -> Outcome:
     """One process of a torchrun job: join the process group, train its share, leave; rank 0 alone reports."""
     device = distributed.device_for(session.device)
     distributed.setup(device)
@@ -129,7 +143,7 @@ def _worker(given: Mapping[str, Any], session: SessionOptions) -> Outcome:
     if quiet:
         warnings.simplefilter("ignore")  # rank 0 shows the same warnings once
     try:
-        result = _run(given, session, str(device))
+        result = _run(given, session, str(device), command)
         return Outcome(None if quiet else result)
     except distributed.SharedError:
         if quiet:  # rank 0 reports it
@@ -150,7 +164,8 @@ def _worker(given: Mapping[str, Any], session: SessionOptions) -> Outcome:
         distributed.teardown()
 
 
-def start_workers(given: Mapping[str, Any], session: SessionOptions, nproc: int, extra_flags: Sequence[str] = ()) -> int:
+def start_workers(given: Mapping[str, Any], session: SessionOptions, nproc: int, extra_flags: Sequence[str] = (),
+                  command: Command = TRAIN) -> int:
     """Check the run, then start `nproc` workers on this machine through torchrun's launcher; their exit status."""
     import torch
 
@@ -160,7 +175,7 @@ def start_workers(given: Mapping[str, Any], session: SessionOptions, nproc: int,
     if distributed.launched_by_torchrun():
         raise OptionError("nproc", "starts torchrun itself; under torchrun, drop it")
     # Everything a worker would refuse at once is refused here, as one line, before any process starts.
-    plan = resolve(given, session)
+    plan = resolve(given, session, command)
     check_world_size(plan.config.sequences_per_batch, nproc, resuming=plan.resume)
     device = pick_device(session.device if session.device not in (None, "auto") else
                          ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -178,15 +193,15 @@ def start_workers(given: Mapping[str, Any], session: SessionOptions, nproc: int,
     output_folder(plan.output, plan.output_param)  # last, so a launch refused above leaves no folder behind
     # The default run folder is named by the clock: name it once here, so the workers use the one announced.
     pinned = [f"--output={plan.output}"] if not plan.resume and session.output is None else []
-    return _torchrun(["--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc), "--module", "bertkit", "train",
-                      *worker_argv(given, session), *extra_flags, *pinned])
+    return _torchrun(["--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc), "--module", "bertkit",
+                      command.name, *worker_argv(given, session, command), *extra_flags, *pinned])
 
 
-def worker_argv(given: Mapping[str, Any], session: SessionOptions) -> list[str]:
+def worker_argv(given: Mapping[str, Any], session: SessionOptions, command: Command = TRAIN) -> list[str]:
     """The flags the workers get, rebuilt from the options: the run's as given, and this session's that differ from
     their defaults (never --nproc: the workers are the processes)."""
     out: list[str] = []
-    run_specs = [s for cls in RUN_OPTIONS for s in specs(cls) if s.name in given]
+    run_specs = [s for cls in command.options for s in specs(cls) if s.name in given]
     for spec in run_specs:
         out += _flag(spec.flag, given[spec.name])
     for spec in specs(SessionOptions):

@@ -79,9 +79,10 @@ def accumulated_step(
     different sizes weigh each example equally and no graph outlives its batch. Nothing here reads a
     value back to the host; callers decide when to pay for that.
     """
-    loss_sum = torch.zeros((), device=batches[0].input_ids.device)
+    device = next(network.parameters()).device  # where the batches are (an objective's batch need not be a Batch)
+    loss_sum = torch.zeros((), device=device)
     for batch in batches:
-        with autocast(batch.input_ids.device):
+        with autocast(device):
             outputs = forward(batch)
         summed = loss(outputs, batch)  # outside autocast: the loss in fp32
         (summed / total).backward()

@@ -61,11 +61,12 @@ class OneProcess:
         self.module = objective.module(network)
 
     def step(self, stream: BatchStream, group: Sequence[Sequence[int]], optimizer: torch.optim.Optimizer,
-             scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, *,
+             scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, *, epoch: int = 0,
              max_grad_norm: float | None = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One optimizer step over the batches of `group`; returns (summed loss, grad norm)."""
-        return accumulated_step(self.module, self.objective.loss, [stream.batch(indices) for indices in group],
-                                self.objective.weight(stream, group), self.network, optimizer, scheduler, max_grad_norm)
+        """One optimizer step over the batches of `group` (of `epoch`); returns (summed loss, grad norm)."""
+        total = self.objective.weight(stream, group, epoch)
+        return accumulated_step(self.module, self.objective.loss, [stream.batch(indices, epoch) for indices in group],
+                                total, self.network, optimizer, scheduler, max_grad_norm)
 
 
 class DataParallel:
@@ -87,14 +88,15 @@ class DataParallel:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         *,
+        epoch: int = 0,
         max_grad_norm: float | None = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One optimizer step over the global batches of `group`; returns (this rank's summed loss, grad norm)."""
-        total = self.objective.weight(stream, group)  # the global divisor, the same on every rank
+        """One optimizer step over the global batches of `group` (of `epoch`); returns (this rank's summed loss, grad norm)."""
+        total = self.objective.weight(stream, group, epoch)  # the global divisor, the same on every rank
         shards = [shard(indices, self.rank, self.world_size) for indices in group]
         loss_sum = torch.zeros((), device=self.device)
         for k, (indices, real) in enumerate(shards):
-            batch = stream.batch(indices)
+            batch = stream.batch(indices, epoch)
             # Gradients are averaged over ranks once, after the group's last micro-batch.
             sync = contextlib.nullcontext() if k == len(shards) - 1 else self.module.no_sync()
             with sync:

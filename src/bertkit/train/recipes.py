@@ -7,7 +7,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from bertkit.checkpoint import atomic_write
 from bertkit.classification import AGGREGATIONS, MULTI_LABEL, over_threshold, problem_of, problem_type, saved_threshold
@@ -75,6 +75,14 @@ def train_run(
     output_param: str = "output_dir",
 ) -> TrainResult:
     """`finetune` with its options already made (what `bertkit train` calls); `output_param` names `output_dir` in errors."""
+    return in_run_folder(output_dir, resume, overwrite, output_param,
+                         lambda output: _train(arguments, config, output, device, resume, progress))
+
+
+def in_run_folder(output_dir: str | os.PathLike | None, resume: bool, overwrite: bool, output_param: str,
+                  run: Callable[[Path | None], TrainResult]) -> TrainResult:
+    """`run(output folder)` with the folder checked (and made) first, cleared with `overwrite`, and removed again when
+    the run is refused before writing anything in it (every training recipe's folder handling)."""
     if resume and output_dir is None:
         raise BertkitError("resume needs the run's output folder")
     output = Path(output_dir) if output_dir is not None else None
@@ -84,7 +92,7 @@ def train_run(
     try:
         if output is not None and overwrite and not resume:
             distributed.on_main(RunFolder(output).clear)
-        return _train(arguments, config, output, device, resume, progress)
+        return run(output)
     except BaseException:
         if created and distributed.is_main_process():
             _remove_if_empty(output)  # a run refused before it wrote anything leaves no folder behind

@@ -6,7 +6,7 @@ Layout of a finished run (an HF-layout model folder that transformers loads, plu
     metrics.json          the final (best) evaluation, the test report, what selected it
     metrics.jsonl         every training read-out and evaluation, in order
     training_record.json  arguments, data hashes, versions, device, timings: how the model was made
-    training_curves.png, confusion_matrix.png
+    training_curves.png, confusion_matrix.png (a classifier's), mlm_curves.png (a masked-LM run's)
     split.json            the rows of each split (written by the recipes, which make the split)
     training_arguments.json  what `bertkit train --resume` reuses (idem)
     checkpoints/          while the run is unfinished (or with keep_checkpoints)
@@ -36,9 +36,10 @@ RECORDS = "metrics.jsonl"
 RECORD = "training_record.json"
 CURVES = "training_curves.png"
 CONFUSION = "confusion_matrix.png"
+MLM_CURVES = "mlm_curves.png"  # a masked-LM run's held-out figures against the unigram baseline's
 SPLIT = "split.json"
 ARGUMENTS = "training_arguments.json"
-RUN_FILES = (METRICS, RECORDS, RECORD, CURVES, CONFUSION, SPLIT, ARGUMENTS)
+RUN_FILES = (METRICS, RECORDS, RECORD, CURVES, CONFUSION, MLM_CURVES, SPLIT, ARGUMENTS)
 # What `bertkit evaluate --output-dir DIR` writes: a report, each row's prediction, the confusion matrix.
 EVALUATION = "evaluation.json"
 PREDICTIONS = "predictions.jsonl"

@@ -52,7 +52,8 @@ class RunState:
     examples: int = 0
     tokens: int = 0
     resumed_at: list[int] = field(default_factory=list)  # the step each resumed session started from
-    # The training loss summed since the last read-out (over every process) and the examples it covers:
+    # The training loss summed since the last read-out (over every process) and what it is a mean over (examples,
+    # or an objective's Objective.counted: masked tokens):
     # restored on resume, so the read-out whose window spans a kill is the uninterrupted run's.
     window_loss: float = 0.0
     window_examples: int = 0

@@ -218,8 +218,9 @@ class Trainer:
             with _Interrupt(announce=distributed.is_main_process()) as interrupt:
                 for epoch, done_batches, group, epoch_batches in step_groups(stream, cfg, run.epoch, run.batch):
                     t_step = time.perf_counter()
-                    loss_sum, grad_norm = stepper.step(stream, group, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm)
-                    session.took_step(loss_sum, grad_norm, group, stream.lengths)
+                    loss_sum, grad_norm = stepper.step(stream, group, optimizer, scheduler, epoch=epoch,
+                                                       max_grad_norm=cfg.max_grad_norm)
+                    session.took_step(loss_sum, grad_norm, group, stream.lengths, objective.counted(stream, group, epoch))
                     run.epoch, run.batch = epoch, done_batches
 
                     end_of_epoch = done_batches >= epoch_batches
@@ -242,7 +243,7 @@ class Trainer:
                         if improved or end_of_epoch or run.finished or stopping or _every(run.step, cfg.save_every):
                             session.save(announce=bool(cfg.save_every or stopping))
                     if stopping and not run.finished:
-                        where = f"; resume with: bertkit train --resume {self.output_dir}" if self.output_dir else ""
+                        where = f"; resume with: {objective.command} --resume {self.output_dir}" if self.output_dir else ""
                         self.log(f"stopped at step {run.step}{where}")
                         raise KeyboardInterrupt
                     if run.finished:
@@ -335,8 +336,9 @@ class _Session:
                                 file=sys.stderr)
 
     def took_step(self, loss_sum: torch.Tensor, grad_norm: torch.Tensor | None, group: Sequence[Sequence[int]],
-                  lengths: Sequence[int]) -> None:
-        """Count a step just taken: its loss (summed on the device), whether it stayed finite, its examples and tokens."""
+                  lengths: Sequence[int], counted: int | None = None) -> None:
+        """Count a step just taken: its loss (summed on the device), whether it stayed finite, its examples and tokens;
+        `counted` is what its loss is a mean over (Objective.counted; default its examples)."""
         run = self.run
         run.step += 1
         self.running += loss_sum
@@ -348,7 +350,8 @@ class _Session:
         tokens = sum(lengths[i] for indices in group for i in indices)  # the global batch's, under DDP too
         run.examples += examples
         run.tokens += tokens
-        run.window_examples += examples
+        # What the read-out's mean divides by (the name is the checkpoint's: examples, or an objective's tokens).
+        run.window_examples += examples if counted is None else counted
         self.window["examples"] += examples
         self.window["tokens"] += tokens
         self.bar.update(1)
@@ -372,13 +375,14 @@ class _Session:
         distributed.all_reduce_sum_(self.running)  # each rank summed its own shards; the record is the global batch's
         elapsed = max(time.perf_counter() - self.window["t"], 1e-9)
         loss = float(self.running) / max(1, run.window_examples)
-        record = {"step": run.step, "epoch": round(epoch_float, 4), "split": "train", "loss": loss,
+        figures = self.objective.train_figures(loss)
+        record = {"step": run.step, "epoch": round(epoch_float, 4), "split": "train", "loss": loss, **figures,
                   "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm) if grad_norm is not None else None,
                   "examples_per_s": self.window["examples"] / elapsed, "tokens_per_s": self.window["tokens"] / elapsed}
         run.history.append(record)
         self.folder.write_records([record])
-        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}", ex_s=f"{record['examples_per_s']:.0f}",
-                             tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+        self.bar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.4g}" for k, v in figures.items()}, lr=f"{record['lr']:.2e}",
+                             ex_s=f"{record['examples_per_s']:.0f}", tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
         self.running.zero_()
         run.window_examples = 0
         self.window.update(examples=0, tokens=0, t=time.perf_counter())
