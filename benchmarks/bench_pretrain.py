@@ -1,6 +1,6 @@
 """Masked-LM training measured: domain adaptation of the bundled MiniLM, what it learns, and its speed against transformers.
 
-    python benchmarks/bench_pretrain.py --quick --out bench_pretrain/       # ~25 min on 2 busy CPU cores: 1 seed
+    python benchmarks/bench_pretrain.py --quick --out bench_pretrain/       # about an hour on 2 busy CPU cores (measured once): 1 seed
     python benchmarks/bench_pretrain.py --out bench_pretrain/ --seeds 42 43 44 --steps 1000
 
 Three measurements, each on the same text and model:
@@ -147,7 +147,10 @@ def _transformers_speed(start: Path, text: Path, steps: int, max_length: int, ba
     args = TrainingArguments(output_dir=str(start.parent / "hf-trainer"), max_steps=steps,
                              per_device_train_batch_size=batch_size, learning_rate=1e-4, report_to=[], use_cpu=True,
                              save_strategy="no", logging_strategy="no", seed=seed, dataloader_num_workers=0,
-                             disable_tqdm=True)
+                             disable_tqdm=True,
+                             # keep offset_mapping and special_tokens_mask for the whole-word collator: the Trainer
+                             # drops inputs its model does not take before the collator sees them
+                             remove_unused_columns=False)
     trainer = Trainer(model=model, args=args, train_dataset=blocks, data_collator=collator)
     t = time.perf_counter()
     trainer.train()
@@ -160,7 +163,7 @@ def _transformers_speed(start: Path, text: Path, steps: int, max_length: int, ba
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("bench_pretrain"))
-    p.add_argument("--quick", action="store_true", help="1 seed, 60 steps of 8 windows at lr 3e-4, 10 speed steps (~25 min on 2 busy CPU cores)")
+    p.add_argument("--quick", action="store_true", help="1 seed, 60 steps of 8 windows at lr 3e-4, 10 speed steps (about an hour on 2 busy CPU cores)")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     p.add_argument("--steps", type=int, default=1000, help="masked-LM training steps for 'learn' and 'adapt'")
     p.add_argument("--speed-steps", type=int, default=60)
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--only", nargs="+", choices=("learn", "adapt", "speed"), default=("learn", "adapt", "speed"))
     args = p.parse_args(argv)
-    if args.quick:  # sized for ~25 minutes on two busy CPU cores (one core's worth of MiniLM training: ~200 tokens/s)
+    if args.quick:  # took about an hour on two busy CPU cores (MiniLM training ran at 110-180 tokens/s there)
         args.seeds, args.steps, args.speed_steps, args.batch_size, args.lr = args.seeds[:1], 60, 10, 8, 3e-4
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"command": " ".join(["python", "benchmarks/bench_pretrain.py", *(argv or sys.argv[1:])]),

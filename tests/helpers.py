@@ -435,3 +435,23 @@ def without_precision(payload):
     if isinstance(payload, list):
         return [without_precision(row) if isinstance(row, dict) else row for row in payload]
     return payload
+
+
+def kill_after_first_checkpoint(argv: list[str]) -> None:
+    """Run `python -m bertkit ARGV` and SIGKILL it right after it announces its first checkpoint (a real crash
+    mid-run, between two checkpoints); asserts it really died by the signal."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-m", "bertkit", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "checkpoint saved" in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)

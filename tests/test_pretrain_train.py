@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -21,7 +20,7 @@ from bertkit.pretrain import prepare_data
 from bertkit.pretrain.recipe import pretrain_mlm
 from bertkit.pretrain.training import MaskedLanguageModeling
 from bertkit.train import TrainConfig, latest_checkpoint, load_training_state
-from helpers import TINY_TERMS, assert_fp32_close
+from helpers import TINY_TERMS, assert_fp32_close, kill_after_first_checkpoint
 
 # The same threads as the test process: the killed run's steps and the resumed ones must do the same arithmetic.
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
@@ -118,20 +117,7 @@ def cli_args(model, corpus, out):
 
 def test_a_killed_run_resumes_bit_identically(tiny_base_dir, corpus, tmp_path, capsys):
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "bertkit", *cli_args(tiny_base_dir, corpus, killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
-    try:
-        seen = []
-        for line in proc.stderr:  # the run announces each checkpoint; kill it right after the first
-            seen.append(line)
-            if "checkpoint saved" in line:
-                proc.send_signal(signal.SIGKILL)
-                break
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    kill_after_first_checkpoint(cli_args(tiny_base_dir, corpus, killed))
     state = load_training_state(latest_checkpoint(killed / "checkpoints"))["run"]
     assert 2 <= state["step"] and not state["finished"] and state["window_examples"] > 0
 

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -17,7 +13,7 @@ from bertkit.options import specs
 from bertkit.train import TrainConfig, latest_checkpoint, load_training_state
 from bertkit.train.config import resume_conflicts
 from bertkit.train.launch import RUN_OPTIONS
-from helpers import sentiment_rows
+from helpers import kill_after_first_checkpoint, sentiment_rows
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +45,7 @@ def read_jsonl(path):
 
 def test_a_killed_run_resumes_to_the_same_weights(tiny_base_dir, data_files, tmp_path, capsys):
     killed = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.Popen([sys.executable, "-m", "bertkit", *train_args(tiny_base_dir, data_files, killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        seen = []
-        for line in proc.stderr:  # the run announces each checkpoint; kill it right after the first
-            seen.append(line)
-            if "checkpoint saved" in line:
-                proc.send_signal(signal.SIGKILL)
-                break
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    kill_after_first_checkpoint(train_args(tiny_base_dir, data_files, killed))
     assert not (killed / "metrics.json").exists()  # it really died before the end
     state = load_training_state(latest_checkpoint(killed / "checkpoints"))["run"]
     assert 3 <= state["step"] < 36 and not state["finished"]
