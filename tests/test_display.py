@@ -8,7 +8,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from bertkit.display import Results, html_of
 from bertkit.train.trainer import TrainResult
@@ -120,9 +119,9 @@ def test_any_object_has_an_html_view():
 def test_nothing_imports_ipython_or_pyplot():
     """Display hooks cost nothing outside a notebook: importing bertkit and rendering load neither."""
     code = ("import sys, bertkit, bertkit.display\n"
-            "from bertkit.display import picture\n"
+            "from bertkit.plots import png\n"
             "from bertkit.train.plots import training_curves\n"
-            "assert picture(training_curves([])).startswith(b'\\x89PNG')\n"
+            "assert png(training_curves([])).startswith(b'\\x89PNG')\n"
             "bad = [m for m in ('IPython', 'matplotlib.pyplot') if m in sys.modules]\n"
             "assert not bad, bad\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)

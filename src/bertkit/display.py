@@ -46,13 +46,6 @@ def image(data: bytes, alt: str = "") -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}" alt="{escape(alt)}">'
 
 
-def picture(fig) -> bytes:
-    """A Figure as PNG bytes."""
-    from bertkit.plots import png
-
-    return png(fig)
-
-
 def _cell(content: Any, style: str = "", header: bool = False) -> str:
     tag = "th" if header else "td"
     return f"<{tag} {CELL.format(style)}>{escape(str(content))}</{tag}>"
@@ -125,10 +118,11 @@ def similarity_html(answer: "SimilarityMatrix") -> str:
 # -- attention --------------------------------------------------------------------------------
 def attention_png(answer: "AttentionWeights") -> bytes:
     """One layer and head: its head view; more: the layer x head grid of heatmaps."""
+    from bertkit.plots import png
     from bertkit.plots.attention import attention_grid, head_view
 
     one = len(answer.layers) == 1 and len(answer.heads) == 1
-    return picture(head_view(answer) if one else attention_grid(answer))
+    return png(head_view(answer) if one else attention_grid(answer))
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -137,6 +131,7 @@ SHOWN_METRICS = ("accuracy", "macro_f1", "micro_f1", "loss")
 
 def train_result_html(result: "TrainResult") -> str:
     """The final evaluation's headline numbers and per-class rows, then the loss and metric curves."""
+    from bertkit.plots import png
     from bertkit.train.plots import training_curves
 
     parts = [f"<div><b>{result.steps} steps</b>" + (" (stopped early)" if result.stopped_early else "") + "</div>"]
@@ -153,5 +148,5 @@ def train_result_html(result: "TrainResult") -> str:
                  for name, row in per_class.items()]
         parts.append(f"<table style=\"{TABLE}\">{''.join(rows)}</table>")
     if result.history:
-        parts.append(image(picture(training_curves(result.history)), alt="training curves"))
+        parts.append(image(png(training_curves(result.history)), alt="training curves"))
     return "".join(parts)

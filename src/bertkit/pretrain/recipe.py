@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bertkit.errors import OptionError
 from bertkit.model import Model, load
 from bertkit.pretrain.arguments import NOT_FOR_PRETRAINING, SELECTED_BY, PretrainArguments
 from bertkit.pretrain.prepare import prepare_data
 from bertkit.pretrain.training import MaskedLanguageModeling
 from bertkit.train import distributed
-from bertkit.train.arguments import split_keywords
+from bertkit.train.arguments import options_from_keywords
 from bertkit.train.config import TrainConfig
 from bertkit.train.jsonout import write_json
 from bertkit.train.launch import Command
@@ -45,12 +44,8 @@ def pretrain_mlm(
     loss. `output_dir` ends as a Hugging Face BertForMaskedLM folder with the run's record, metrics
     and plots; an interrupted run carries on with `resume=True`.
     """
-    arguments_given, settings = split_keywords(options, PretrainArguments, TrainConfig, caller="pretrain_mlm")
-    for name in settings:
-        if name in NOT_FOR_PRETRAINING:
-            raise OptionError(name, "is not a masked-LM training setting")
-    arguments = PretrainArguments(model=model, data=data, **arguments_given)
-    cfg = dataclasses.replace(config, **settings) if config is not None else TrainConfig(**settings)
+    arguments, cfg = options_from_keywords(PretrainArguments, model, data, config, options, caller="pretrain_mlm",
+                                           refused=NOT_FOR_PRETRAINING, refusal="is not a masked-LM training setting")
     return pretrain_run(arguments, cfg, output_dir=output_dir, device=device, resume=resume, overwrite=overwrite,
                         progress=progress)
 

@@ -1,7 +1,7 @@
 """Masked-LM training as a training Objective: packed windows masked afresh each epoch, cross-entropy over the masked tokens, held-out figures beside the unigram baseline's.
 
 The trainer (bertkit.train.trainer) walks the seeded batch plan over the windows' lengths; each
-batch is masked for its epoch when it is built (`MaskedStream.batch`), so every epoch sees a fresh
+batch is masked for its epoch when it is built (`MaskedStream.build`), so every epoch sees a fresh
 mask and a resume replays the same ones (a window's mask depends on the seed, the epoch and its
 number alone: bertkit.pretrain.masking). A step's loss is its masked tokens' summed cross-entropy
 divided by how many tokens were masked in the whole step (every micro-batch, every rank), so the
@@ -37,7 +37,7 @@ from bertkit.train.run_folder import MLM_CURVES, RECORDS
 class MaskedStream(BatchStream):
     """Training windows as the trainer's BatchStream: a seeded plan per epoch over their lengths, each batch masked
     for its epoch. A step's batches are masked once: counting its masked tokens (`masked_tokens`) keeps them for
-    `batch` to hand out."""
+    `build` to hand out."""
 
     def __init__(self, examples: MaskedWindows, *, batch_tokens: int | None, batch_size: int | None,
                  generator: torch.Generator, device: torch.device, bucket_size: int = 0):
@@ -61,14 +61,9 @@ class MaskedStream(BatchStream):
             self._counted = key, sum(b.num_masked for b in self._made.values())
         return self._counted[1]
 
-    def batch(self, indices: Sequence[int], epoch: int = 0) -> MaskedBatch:  # type: ignore[override]
+    def build(self, indices: Sequence[int], epoch: int = 0) -> MaskedBatch:  # type: ignore[override]
         made = self._made.pop(self._key(indices, epoch), None)
-        batch = made if made is not None else self.examples.batch(indices, epoch)
-        if self.device is None or self.device.type == "cpu":
-            return batch
-        if self.device.type == "cuda":  # pinned memory lets the copy overlap with compute
-            return batch.pin_memory().to(self.device, non_blocking=True)
-        return batch.to(self.device)
+        return made if made is not None else self.examples.batch(indices, epoch)
 
 
 class MaskedLanguageModeling(Objective):

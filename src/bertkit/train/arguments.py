@@ -1,6 +1,7 @@
 """What to train on and how to read it, declared once: `finetune`'s and `evaluate_model`'s keywords and their CLI flags derive from here."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, fields
 from typing import Any, Literal, Union
@@ -10,7 +11,7 @@ from bertkit.data import LABEL_COLUMNS, TEXT_COLUMNS, formats_help
 from bertkit.errors import OptionError
 from bertkit.model import Model
 from bertkit.options import Options, check, option
-from bertkit.train.config import MIN_LENGTH, LongSettings
+from bertkit.train.config import MIN_LENGTH, LongSettings, TrainConfig
 
 # Data: a file or a built-in dataset name (all the command line can pass) or, from Python, a DataFrame,
 # a Hugging Face dataset or a TextDataset. `object` lets those through; load_dataset says what it cannot read.
@@ -111,3 +112,17 @@ def split_keywords(keywords: dict[str, Any], *classes: type, caller: str) -> lis
         else:
             raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}")
     return out
+
+
+def options_from_keywords(arguments_class: type, model: Any, data: Any, config: TrainConfig | None,
+                          keywords: dict[str, Any], *, caller: str, refused: tuple[str, ...] = (),
+                          refusal: str = "") -> tuple[Any, TrainConfig]:
+    """A recipe's keywords as (its arguments, its TrainConfig): `arguments_class`'s fields build the first, the rest
+    are TrainConfig settings that override `config`; a setting in `refused` is one the recipe does not take
+    (an OptionError saying `refusal`)."""
+    given, settings = split_keywords(keywords, arguments_class, TrainConfig, caller=caller)
+    for name in settings:
+        if name in refused:
+            raise OptionError(name, refusal)
+    arguments = arguments_class(model=model, data=data, **given)
+    return arguments, dataclasses.replace(config, **settings) if config is not None else TrainConfig(**settings)

@@ -198,16 +198,20 @@ class BatchStream:
         return size_only or not self.shuffle
 
     def batch(self, indices: Sequence[int], epoch: int = 0) -> Batch:
-        """Pack the given examples (with their labels, if any) and move them to the device; the same every
-        epoch here (a subclass may build other inputs each epoch, as masked-LM training masks afresh)."""
-        encs = [self.encodings[i] for i in indices]
-        labels = [self.labels[i] for i in indices] if self.labels is not None else None
-        batch = pack([e.ids for e in encs], [e.type_ids for e in encs], labels, index=list(indices))
+        """The given examples' batch for `epoch` (`build`), on the device."""
+        batch = self.build(indices, epoch)
         if self.device is None or self.device.type == "cpu":
             return batch
         if self.device.type == "cuda":  # pinned memory lets the copy overlap with compute
             return batch.pin_memory().to(self.device, non_blocking=True)
         return batch.to(self.device)
+
+    def build(self, indices: Sequence[int], epoch: int = 0) -> Batch:
+        """Pack the given examples (with their labels, if any) on the CPU; the same every epoch here (a subclass may
+        build other inputs each epoch, as masked-LM training masks afresh)."""
+        encs = [self.encodings[i] for i in indices]
+        labels = [self.labels[i] for i in indices] if self.labels is not None else None
+        return pack([e.ids for e in encs], [e.type_ids for e in encs], labels, index=list(indices))
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         """The batches of `epoch`, skipping the first `start` (where a resumed run picks up)."""

@@ -16,7 +16,7 @@ from bertkit.errors import BertkitError
 from bertkit.model import Model, load
 from bertkit.paths import output_folder
 from bertkit.train import distributed
-from bertkit.train.arguments import EvaluateOptions, TrainArguments, split_keywords
+from bertkit.train.arguments import EvaluateOptions, TrainArguments, options_from_keywords
 from bertkit.train.batches import BatchStream, Windows, seed_everything, stratified_subset, window_dataset
 from bertkit.train.config import TrainConfig
 from bertkit.train.jsonout import finite, jsonl, write_json
@@ -56,9 +56,7 @@ def finetune(
     are checked (single class, missing classes, label-sorted rows, texts shared between splits): each
     problem is a warning, or an error with `strict`.
     """
-    data_options, settings = split_keywords(options, TrainArguments, TrainConfig, caller="finetune")
-    arguments = TrainArguments(model=model, data=data, **data_options)
-    cfg = dataclasses.replace(config, **settings) if config is not None else TrainConfig(**settings)
+    arguments, cfg = options_from_keywords(TrainArguments, model, data, config, options, caller="finetune")
     return train_run(arguments, cfg, output_dir=output_dir, device=device, resume=resume, overwrite=overwrite,
                      progress=progress)
 

@@ -336,9 +336,9 @@ class _Session:
                                 file=sys.stderr)
 
     def took_step(self, loss_sum: torch.Tensor, grad_norm: torch.Tensor | None, group: Sequence[Sequence[int]],
-                  lengths: Sequence[int], counted: int | None = None) -> None:
+                  lengths: Sequence[int], counted: int) -> None:
         """Count a step just taken: its loss (summed on the device), whether it stayed finite, its examples and tokens;
-        `counted` is what its loss is a mean over (Objective.counted; default its examples)."""
+        `counted` is what its loss is a mean over (Objective.counted: its examples, or an objective's tokens)."""
         run = self.run
         run.step += 1
         self.running += loss_sum
@@ -351,7 +351,7 @@ class _Session:
         run.examples += examples
         run.tokens += tokens
         # What the read-out's mean divides by (the name is the checkpoint's: examples, or an objective's tokens).
-        run.window_examples += examples if counted is None else counted
+        run.window_examples += counted
         self.window["examples"] += examples
         self.window["tokens"] += tokens
         self.bar.update(1)
